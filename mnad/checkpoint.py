@@ -14,7 +14,6 @@ so a reader never sees half a checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

@@ -120,11 +120,15 @@ class Memory(nn.Module):
         super().__init__()
         self.register_buffer("items", init_items(memory_size, dim, generator))
 
-    def forward(self, features: Tensor) -> MemoryOutput:
-        """Read the memory for an encoder map (B, C, h, w); the memory is not changed."""
+    def forward(self, features: Tensor, items: Tensor | None = None) -> MemoryOutput:
+        """Read the memory for an encoder map (B, C, h, w); the memory is not changed.
+
+        ``items`` reads from another memory state of the same shape instead of this one.
+        """
         b, c, h, w = features.shape
-        assert c == self.items.shape[1], f"features have {c} channels, memory {self.items.shape}"
-        items = self.items
+        items = self.items if items is None else items
+        assert items.shape == self.items.shape, f"items {tuple(items.shape)} for {self.items.shape}"
+        assert c == items.shape[1], f"features have {c} channels, memory {tuple(items.shape)}"
         queries = features_to_queries(features)  # (N, C)
         nearest, second = nearest_two(queries, items)  # (N,), (N,)
         r = read(queries, items)  # (N, C)

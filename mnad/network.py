@@ -112,6 +112,27 @@ class ReconstructionDecoder(nn.Module):
         return self.head(self.up1(x))  # (B, c_out, H, W)
 
 
+class Encoded(NamedTuple):
+    """The encoder's output: the query map and the three skips."""
+
+    features: Tensor  # (B, c, h, w) before normalisation
+    s1: Tensor  # (B, w1, H, W)
+    s2: Tensor  # (B, w2, H/2, W/2)
+    s3: Tensor  # (B, w3, H/4, W/4)
+
+    def select(self, index: slice | Tensor) -> Encoded:
+        """The same frames' rows of every part."""
+        return Encoded(*(t[index] for t in self))
+
+
+class Decoded(NamedTuple):
+    """Memory read plus decoder for encoded frames."""
+
+    prediction: Tensor  # (B, C, H, W) on [-1, 1]
+    queries: Tensor  # (B*h*w, c) unit queries
+    feature_distance: Tensor  # (B,) compactness of each sample's queries
+
+
 class TrainOutput(NamedTuple):
     """A training-mode forward pass."""
 
@@ -156,11 +177,29 @@ class MNAD(nn.Module):
             f"input height and width must be divisible by 8, got {tuple(x.shape[2:])}"
         )
 
-    def _memory(self, features: Tensor) -> mem.MemoryOutput:
+    def _memory(self, features: Tensor, items: Tensor | None = None) -> mem.MemoryOutput:
         # The memory runs in float32 also under bf16 autocast: softmax over N queries and
         # unit-norm items need the precision.
         with torch.autocast(features.device.type, enabled=False):
-            return self.memory(features.float())
+            return self.memory(features.float(), items)
+
+    def encode(self, x: Tensor) -> Encoded:
+        """The encoder alone: it does not depend on the memory, so it batches freely."""
+        self._check_input(x)
+        return Encoded(*self.encoder(x))
+
+    def decode(self, encoded: Encoded, items: Tensor | None = None) -> Decoded:
+        """Memory read and decoder for encoded frames, in eval terms: memory unchanged.
+
+        ``items`` (M, C) overrides the memory read from, as a scorer that keeps its own
+        memory state needs; by default the model's own memory.
+        """
+        m = self._memory(encoded.features, items)
+        z = m.decoder_input.to(encoded.features.dtype)  # (B, 2c, h, w)
+        prediction = self.decoder(z, encoded.s1, encoded.s2, encoded.s3)  # (B, C, H, W)
+        used = self.memory.items if items is None else items
+        distance = mem.distance_per_sample(m.queries, used, encoded.features.shape[0])
+        return Decoded(prediction, m.queries, distance)
 
     def forward(self, x: Tensor, update_memory: bool = True) -> TrainOutput | EvalOutput:
         """x: (B, C*T, H, W) on [-1, 1], frames stacked on the channel axis.
@@ -170,21 +209,20 @@ class MNAD(nn.Module):
         trainer uses to update from the queries of the global batch instead.
         In eval mode the memory is never changed here: test-time updates are the scorer's.
         """
-        self._check_input(x)
-        features, s1, s2, s3 = self.encoder(x)  # (B, c, h, w)
-        m = self._memory(features)
-        z = m.decoder_input.to(features.dtype)  # (B, 2c, h, w)
-        prediction = self.decoder(z, s1, s2, s3)  # (B, C, H, W)
-        if self.training:
-            items = self.memory.items
-            compact = mem.compactness(m.queries, items, m.nearest)
-            separate = mem.separateness(m.queries, items, m.nearest, m.second)
-            queries = m.queries.detach()
-            if update_memory:
-                self.memory.update_(queries)
-            return TrainOutput(prediction, features, queries, compact, separate)
-        distance = mem.distance_per_sample(m.queries, self.memory.items, x.shape[0])
-        return EvalOutput(prediction, features, m.queries, distance)
+        enc = self.encode(x)
+        if not self.training:
+            dec = self.decode(enc)
+            return EvalOutput(dec.prediction, enc.features, dec.queries, dec.feature_distance)
+        m = self._memory(enc.features)
+        z = m.decoder_input.to(enc.features.dtype)  # (B, 2c, h, w)
+        prediction = self.decoder(z, enc.s1, enc.s2, enc.s3)  # (B, C, H, W)
+        items = self.memory.items
+        compact = mem.compactness(m.queries, items, m.nearest)
+        separate = mem.separateness(m.queries, items, m.nearest, m.second)
+        queries = m.queries.detach()
+        if update_memory:
+            self.memory.update_(queries)
+        return TrainOutput(prediction, enc.features, queries, compact, separate)
 
 
 def build_model(config: ModelConfig, seed: int | None = 0) -> MNAD:

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as err:
             print(f"mnad {argv[0]}: error: {err}", file=sys.stderr)
             return 2
-        if isinstance(result, int):
+        if isinstance(result, int) and not isinstance(result, bool):
             return result
         return 0
     parser.parse_args(argv)
