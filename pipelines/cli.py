@@ -73,10 +73,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["choices"] = list(typing.get_args(tp))
             kwargs["type"] = type(typing.get_args(tp)[0])
         elif origin in (tuple, list):
-            inner = typing.get_args(tp)[0]
-            kwargs["type"] = inner
-            n = len(typing.get_args(tp)) if origin is tuple and ... not in typing.get_args(tp) else "+"
-            kwargs["nargs"] = n
+            args = typing.get_args(tp)
+            kwargs["type"] = args[0]
+            kwargs["nargs"] = len(args) if origin is tuple and ... not in args else "+"
         elif tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
