@@ -9,10 +9,10 @@
 - The paper code's ``frame_labels_<name>.npy``: all test frames of all videos concatenated in
   sorted video order, shape (N,) or (1, N).
 
-Each test video gets a :class:`LabelSpec` when the layout is discovered; the spec is turned
-into one int8 label per frame by :meth:`LabelSpec.resolve` once the video's frame count is
-known (after decoding, for a video file), which is where a length that disagrees with the
-frames is caught.
+Each test video gets a :class:`LabelSpec` when the layout is discovered (small, it travels
+with the video to its Ray task). The task loads it as :class:`FrameLabels`, which hands out
+labels chunk by chunk while the video decodes and checks them against the frame count once
+it is known: that is where a length that disagrees with the frames is caught.
 """
 
 from __future__ import annotations
@@ -53,35 +53,63 @@ class LabelSpec:
     mask_file: str | None = None
     error: str | None = None
 
-    def resolve(self, n_frames: int, fs: pafs.FileSystem | None = None) -> np.ndarray:
-        """One int8 label per frame (1 anomalous, 0 normal); LabelError if they disagree."""
+    def load(self, fs: pafs.FileSystem | None = None) -> FrameLabels:
+        """The labels ready to hand out chunk by chunk (reads a per-video file if any)."""
         if self.error is not None:
             raise LabelError(self.error)
         if self.ranges is not None:
-            return ranges_to_flags(self.ranges, n_frames, self.origin)
+            return FrameLabels(self.origin, ranges=self.ranges, fill=0)
         if self.flags is not None:
-            flags = np.asarray(self.flags, dtype=np.int8)
-        else:
-            assert self.mask_file is not None
-            flags = read_mask_file(self.mask_file, fs or pafs.LocalFileSystem())
-        if len(flags) != n_frames:
-            raise LabelError(f"{self.origin} has {len(flags)} labels for {n_frames} frames")
-        return flags
+            return FrameLabels(self.origin, flags=np.asarray(self.flags, dtype=np.int8))
+        assert self.mask_file is not None
+        return FrameLabels(
+            self.origin, flags=read_mask_file(self.mask_file, fs or pafs.LocalFileSystem())
+        )
+
+    def resolve(self, n_frames: int, fs: pafs.FileSystem | None = None) -> np.ndarray:
+        """One int8 label per frame (1 anomalous, 0 normal); LabelError if they disagree."""
+        labels = self.load(fs)
+        labels.check(n_frames)
+        return labels.chunk(0, n_frames)
 
 
-def unknown_labels(n_frames: int) -> np.ndarray:
-    """Labels for a video without ground truth."""
-    return np.full(n_frames, LABEL_UNKNOWN, dtype=np.int8)
+@dataclass(frozen=True)
+class FrameLabels:
+    """One video's labels, handed out chunk by chunk while the video decodes; the frame
+    count is checked once it is known (:meth:`check`)."""
 
+    origin: str
+    flags: np.ndarray | None = None  # (n,) int8, one per frame, when the source lists them
+    ranges: Ranges = ()  # 1-based inclusive anomalous ranges
+    fill: int = LABEL_UNKNOWN  # label of the frames that no flag or range covers
 
-def ranges_to_flags(ranges: Ranges, n_frames: int, origin: str) -> np.ndarray:
-    """0/1 per frame from 1-based inclusive ranges (LabelError if a range leaves the video)."""
-    flags = np.zeros(n_frames, dtype=np.int8)
-    for start, end in ranges:
-        if not 1 <= start <= end <= n_frames:
-            raise LabelError(f"{origin}: range [{start}:{end}] is outside frames 1..{n_frames}")
-        flags[start - 1 : end] = 1
-    return flags
+    @classmethod
+    def constant(cls, label: int) -> FrameLabels:
+        """The same label for every frame (0 for training footage, -1 without ground truth)."""
+        return cls("", fill=label)
+
+    def chunk(self, start: int, n: int) -> np.ndarray:
+        """Labels of frames ``start .. start+n-1`` (0-based), int8 (n,)."""
+        if self.flags is not None:
+            out = np.full(n, self.fill, dtype=np.int8)
+            part = self.flags[start : start + n]
+            out[: len(part)] = part
+            return out
+        index = np.arange(start + 1, start + n + 1)  # (n,) 1-based frame numbers
+        out = np.full(n, self.fill, dtype=np.int8)
+        for first, last in self.ranges:
+            out[(index >= first) & (index <= last)] = 1
+        return out
+
+    def check(self, n_frames: int) -> None:
+        """LabelError if the labels do not fit a video of ``n_frames`` frames."""
+        if self.flags is not None and len(self.flags) != n_frames:
+            raise LabelError(f"{self.origin}: {len(self.flags)} labels for {n_frames} frames")
+        for first, last in self.ranges:
+            if not 1 <= first <= last <= n_frames:
+                raise LabelError(
+                    f"{self.origin}: range [{first}:{last}] is outside frames 1..{n_frames}"
+                )
 
 
 def parse_ucsd_m(text: str) -> list[Ranges]:
@@ -130,7 +158,7 @@ def split_concatenated(
     total = sum(frame_counts)
     if len(flags) != total:
         message = (
-            f"{origin} has {len(flags)} labels for {total} frames "
+            f"{origin}: {len(flags)} labels for {total} frames "
             f"in {len(frame_counts)} test videos"
         )
         return [LabelSpec(origin, error=message) for _ in frame_counts]
@@ -147,30 +175,32 @@ def read_bytes(path: str, fs: pafs.FileSystem) -> bytes:
         return f.read()
 
 
-def read_ranges_file(path: str, fs: pafs.FileSystem) -> list[Ranges]:
-    """Ranges per video from a UCSD ``.m`` or an ano_pred ``.mat`` file."""
+def read_mat_variable(path: str, fs: pafs.FileSystem, name: str) -> np.ndarray:
+    """One variable of a MATLAB ``.mat`` file (LabelError if unreadable or absent)."""
     try:
-        if path.endswith(".m"):
-            return parse_ucsd_m(read_bytes(path, fs).decode("utf-8", errors="replace"))
-        mat = scipy.io.loadmat(io.BytesIO(read_bytes(path, fs)))
+        mat = scipy.io.loadmat(io.BytesIO(read_bytes(path, fs)), variable_names=[name])
     except (ValueError, OSError, NotImplementedError) as err:
         raise LabelError(f"{path}: cannot read ({err})") from None
-    if "gt" not in mat:
-        raise LabelError(f"{path}: no 'gt' variable")
-    return ano_pred_ranges(mat["gt"])
+    if name not in mat:
+        raise LabelError(f"{path}: no {name!r} variable")
+    return mat[name]
+
+
+def read_ranges_file(path: str, fs: pafs.FileSystem) -> list[Ranges]:
+    """Ranges per video from a UCSD ``.m`` or an ano_pred ``.mat`` file."""
+    if path.endswith(".m"):
+        try:
+            return parse_ucsd_m(read_bytes(path, fs).decode("utf-8", errors="replace"))
+        except OSError as err:
+            raise LabelError(f"{path}: cannot read ({err})") from None
+    return ano_pred_ranges(read_mat_variable(path, fs, "gt"))
 
 
 def read_mask_file(path: str, fs: pafs.FileSystem) -> np.ndarray:
     """0/1 per frame from an Avenue ``*_label.mat`` or a ShanghaiTech per-video ``.npy``."""
     if path.endswith(".npy"):
         return read_concatenated(path, fs)
-    try:
-        mat = scipy.io.loadmat(io.BytesIO(read_bytes(path, fs)))
-    except (ValueError, OSError, NotImplementedError) as err:
-        raise LabelError(f"{path}: cannot read ({err})") from None
-    if "volLabel" not in mat:
-        raise LabelError(f"{path}: no 'volLabel' variable")
-    return flags_from_masks(mat["volLabel"])
+    return flags_from_masks(read_mat_variable(path, fs, "volLabel"))
 
 
 def read_concatenated(path: str, fs: pafs.FileSystem) -> np.ndarray:

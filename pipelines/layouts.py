@@ -203,7 +203,7 @@ def _with_ranges(
         specs = [LabelSpec(path, error=str(err)) for _ in videos]
     else:
         if len(per_video) != len(videos):
-            message = f"{path} has ground truth for {len(per_video)} videos, found {len(videos)}"
+            message = f"{path}: ground truth for {len(per_video)} videos, found {len(videos)}"
             specs = [LabelSpec(path, error=message) for _ in videos]
         else:
             specs = [LabelSpec(path, ranges=r) for r in per_video]
@@ -235,7 +235,7 @@ def _with_per_video_files(
         spec = (
             LabelSpec(origin, mask_file=origin)
             if name
-            else LabelSpec(origin, error=f"no label file for {video.video_id} in {origin}")
+            else LabelSpec(origin, error=f"{origin}: no label file for video {video.video_id}")
         )
         out.append(_labelled(video, spec))
     return out
