@@ -403,6 +403,7 @@ def summarize(
 def ray_session(quiet: bool) -> Iterator[None]:
     """Use the Ray that is running (or RAY_ADDRESS), else start a local one for this run."""
     import ray
+    import ray.data  # noqa: F401  (configures its loggers on import, before the level below)
 
     started = not ray.is_initialized()
     if started:
@@ -427,6 +428,7 @@ def _run_tasks(
 ) -> Iterator[dict[str, Any]]:
     """Run one Ray task per video; yield manifest rows as the tasks finish."""
     import ray
+    import ray.data  # noqa: F401  (configures its loggers on import, before the level below)
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # progress is one line per N videos, printed here
