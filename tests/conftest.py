@@ -52,3 +52,57 @@ def ray_local():
         )
     yield ray
     ray.shutdown()
+
+
+class Media:
+    """Writes real media files with the ffmpeg binary that imageio-ffmpeg ships."""
+
+    def __init__(self, ffmpeg_exe: str) -> None:
+        self.ffmpeg = ffmpeg_exe
+
+    def _run(self, *args: str) -> None:
+        import subprocess
+
+        subprocess.run([self.ffmpeg, "-hide_banner", "-v", "error", "-y", *args], check=True)
+
+    def video(self, path: Path, frames: int, size: tuple[int, int] = (48, 64)) -> Path:
+        """An MJPEG AVI (or any container its suffix names) of ``frames`` test-pattern frames
+        of size (H, W)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        height, width = size
+        self._run(
+            "-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate=25",
+            "-frames:v", str(frames), "-c:v", "mjpeg" if path.suffix == ".avi" else "libx264",
+            "-pix_fmt", "yuvj444p" if path.suffix == ".avi" else "yuv420p", str(path),
+        )  # fmt: skip
+        return path
+
+    def frames(
+        self,
+        folder: Path,
+        names: list[str],
+        size: tuple[int, int] = (48, 64),
+    ) -> list[Path]:
+        """One image per name (format from its suffix: .jpg, .tif, .png), frame i of a test
+        pattern in file ``names[i]``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = size
+        suffix = Path(names[0]).suffix
+        self._run(
+            "-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate=25",
+            "-frames:v", str(len(names)), "-start_number", "0", str(folder / f"tmp%06d{suffix}"),
+        )  # fmt: skip
+        out = []
+        for i, name in enumerate(names):
+            target = folder / name
+            (folder / f"tmp{i:06d}{suffix}").rename(target)
+            out.append(target)
+        return out
+
+
+@pytest.fixture(scope="session")
+def media() -> Media:
+    """Real media files by ffmpeg: ``media.video(path, n)``, ``media.frames(dir, names)``."""
+    import imageio_ffmpeg
+
+    return Media(imageio_ffmpeg.get_ffmpeg_exe())
