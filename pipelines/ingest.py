@@ -428,18 +428,23 @@ def _run_tasks(
 ) -> Iterator[dict[str, Any]]:
     """Run one Ray task per video; yield manifest rows as the tasks finish."""
     import ray
-    import ray.data  # noqa: F401  (configures its loggers on import, before the level below)
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # progress is one line per N videos, printed here
-    items = [
-        {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
-        for v in videos
-    ]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-        ingest_row, fn_kwargs={"plan": plan}, num_cpus=config.ffmpeg_threads
-    )
-    yield from ds.iter_rows()
+    saved = ctx.enable_progress_bars, ctx.op_resource_reservation_enabled
+    # Progress is one line per N videos, printed by the driver. The job has one operator,
+    # so reserving resources per operator only halves the tasks that run at once.
+    ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = False, False
+    try:
+        items = [
+            {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
+            for v in videos
+        ]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            ingest_row, fn_kwargs={"plan": plan}, num_cpus=config.ffmpeg_threads
+        )
+        yield from ds.iter_rows()
+    finally:
+        ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = saved
 
 
 def run_ingest(config: IngestConfig) -> int:

@@ -1,0 +1,171 @@
+"""Benchmark `mnad ingest` against bare ffmpeg decoding, and its peak memory.
+
+    python scripts/bench_ingest.py throughput [--source DIR] [--size H W] [--cpus N]
+    python scripts/bench_ingest.py memory [--frames-per-video N] [--videos N]
+
+``throughput`` decodes the same videos at the same size twice in one run, on the same
+cores: first bare (the same ffmpeg command that ingest runs, N processes in parallel, frames
+read from the pipe and dropped), then as the Ray Data ingest job (hash, decode, labels,
+Parquet shards, manifest); it prints both rates and their ratio. Without ``--source`` it
+synthesizes a source first.
+
+``memory`` synthesizes a source of long videos (20 000+ frames in all) and samples, every
+0.1 s while ingest runs, the resident memory of the driver, the Ray workers and their ffmpeg
+children; it prints the peaks. Memory is bounded if the peak does not grow with the frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import imageio_ffmpeg
+import ray
+
+from pipelines.decode import DecodeSpec, FrameReader
+from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.layouts import VideoSource, discover
+from pipelines.synth import SynthConfig, synthesize
+
+
+def bare_decode(video: VideoSource, spec: DecodeSpec, chunk_bytes: int) -> int:
+    """Frames of one video decoded by ffmpeg and read from its pipe, nothing else done."""
+    with FrameReader(video.path, video.frames, spec) as reader:
+        for _ in reader.chunks(chunk_bytes):
+            pass
+        return reader.frames_read
+
+
+def bare_rate(videos: tuple[VideoSource, ...], spec: DecodeSpec, cpus: int) -> tuple[int, float]:
+    """(frames, frames/s) of bare decoding with ``cpus`` ffmpeg processes at a time."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(cpus) as pool:
+        frames = sum(pool.map(lambda v: bare_decode(v, spec, 16 << 20), videos))
+    return frames, frames / (time.perf_counter() - start)
+
+
+def ingest_rate(source: str, out: str, size: tuple[int, int] | None) -> tuple[int, float]:
+    """(frames, frames/s) of the ingest job, Ray already running (its start-up not counted)."""
+    start = time.perf_counter()
+    status = run_ingest(IngestConfig(source, out, size=size, quiet=True))
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"ingest failed on {source}; see {out}/manifest.parquet")
+    import json
+
+    summary = json.loads(Path(out, "summary.json").read_text())
+    frames = sum(s["frames"] for s in summary["splits"].values())
+    return frames, frames / seconds
+
+
+def throughput(args: argparse.Namespace, tmp: str) -> None:
+    source = args.source or _synthesize(tmp, "demo", None)
+    size = tuple(args.size) if args.size else None
+    videos = discover(source).videos
+    spec = DecodeSpec(imageio_ffmpeg.get_ffmpeg_exe(), size=size, channels=1)
+    bare_rate(videos[: args.cpus], spec, args.cpus)  # warm the page cache and ffmpeg
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ingest_rate(source, f"{tmp}/warmup", size)  # start Ray's workers once
+    frames_bare, bare = bare_rate(videos, spec, args.cpus)
+    frames_ingest, ingest = ingest_rate(source, f"{tmp}/data", size)
+    ray.shutdown()
+    assert frames_bare == frames_ingest, (frames_bare, frames_ingest)
+    print(f"source: {source} ({len(videos)} videos, {frames_bare} frames), size {size}, "
+          f"{args.cpus} CPUs")  # fmt: skip
+    print(f"bare ffmpeg decode: {bare:8.0f} frames/s")
+    print(f"mnad ingest:        {ingest:8.0f} frames/s")
+    print(f"ratio ingest/bare:  {ingest / bare:8.2f}")
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _job_rss() -> tuple[int, int]:
+    """(driver + Ray workers + ffmpeg, Ray's own daemons) resident bytes right now."""
+    job = _rss_bytes(os.getpid())
+    daemons = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        cmd = _cmdline(int(entry))
+        if cmd.startswith("ray::") or "default_worker.py" in cmd or "ffmpeg" in cmd:
+            job += _rss_bytes(int(entry))
+        elif "raylet" in cmd or "gcs_server" in cmd or "ray/dashboard" in cmd:
+            daemons += _rss_bytes(int(entry))
+    return job, daemons
+
+
+def memory(args: argparse.Namespace, tmp: str) -> None:
+    source = _synthesize(tmp, "small", args)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    peaks = [0, 0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for i, value in enumerate(_job_rss()):
+                peaks[i] = max(peaks[i], value)
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    frames, rate = ingest_rate(source, f"{tmp}/data", tuple(args.size) if args.size else None)
+    done.set()
+    sampler.join()
+    ray.shutdown()
+    print(f"source: {frames} frames in {args.videos} videos of {args.frames_per_video} frames")
+    print(f"ingest: {rate:.0f} frames/s")
+    print(f"peak RSS, driver + Ray workers + ffmpeg: {peaks[0] / 2**20:.0f} MiB")
+    print(f"peak RSS, Ray daemons (raylet, GCS):      {peaks[1] / 2**20:.0f} MiB")
+
+
+def _synthesize(tmp: str, size: str, args: argparse.Namespace | None) -> str:
+    out = f"{tmp}/synth"
+    config = SynthConfig(out=out, size=size, quiet=True)
+    if args is not None:
+        config = SynthConfig(
+            out=out, size=size, quiet=True, train_videos=args.videos - 2, test_videos=2,
+            frames=args.frames_per_video,
+        )  # fmt: skip
+    start = time.perf_counter()
+    result = synthesize(config)
+    print(f"synthesized {result.frames} frames in {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["throughput", "memory"])
+    parser.add_argument("--source", help="throughput: a data set folder (default: synthesize)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--videos", type=int, default=12, help="memory: number of videos")
+    parser.add_argument("--frames-per-video", type=int, default=2000, help="memory")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
+        (throughput if args.mode == "throughput" else memory)(args, tmp)
+
+
+if __name__ == "__main__":
+    main()
