@@ -62,6 +62,14 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KNOWN_PREFIXES = ("ucsd_", "ucsd", "cuhk_")  # ucsd_ped2 -> ped2, cuhk_avenue -> avenue
 _HASH_BLOCK = 1 << 20
 _TMP_MARK = ".tmp-"
+# LZ4: several times faster than zstd both ways, for about 25% more bytes on real frames.
+# Pixels get neither dictionary encoding nor min/max statistics: both cost as much as the
+# compression and serve no reader.
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "lz4",
+    "use_dictionary": ["dataset", "split", "video_id"],
+    "write_statistics": ["dataset", "split", "video_id", "frame_index", "label"],
+}
 
 
 @dataclass
@@ -156,7 +164,6 @@ class IngestPlan:
     dataset: str
     decode: DecodeSpec
     row_group_bytes: int
-    compression: str = "zstd"
 
 
 def manifest_row(
@@ -256,7 +263,7 @@ def write_shard(
             shape = reader.shape
             with (
                 out_fs.open_output_stream(tmp) as sink,
-                pq.ParquetWriter(sink, shard_schema(shape), compression=plan.compression) as w,
+                pq.ParquetWriter(sink, shard_schema(shape), **PARQUET_OPTIONS) as w,
             ):
                 for pixels in reader.chunks(plan.row_group_bytes):
                     n = len(pixels) // shape.nbytes
