@@ -106,3 +106,79 @@ def media() -> Media:
     import imageio_ffmpeg
 
     return Media(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+# --- tiny ingested DATA folders for the train and clip tests ---------------------------------
+
+
+def write_tiny_data(
+    root: Path,
+    videos: dict[str, dict[str, int]],
+    size: tuple[int, int] = (16, 16),
+    dataset: str = "tiny",
+    row_group_frames: int = 8,
+) -> Path:
+    """A DATA folder as `mnad ingest` writes it: ``videos`` maps split -> {video_id: frames}.
+
+    Grey frames of a bright square moving across the frame (learnable by a tiny model);
+    pixel (0, 0) holds the video's position in its split and pixel (0, 1) the frame index
+    (mod 256), so a test can tell which frame a clip holds.
+    """
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.schema import MANIFEST_SCHEMA, FrameShape, frame_batch, shard_schema
+
+    shape = FrameShape(size[0], size[1], 1)
+    rows, splits = [], {}
+    for split, counts in videos.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for position, (video_id, n) in enumerate(sorted(counts.items())):
+            t = np.arange(n)[:, None, None]
+            y, x = np.mgrid[: size[0], : size[1]]
+            cx = (t * 2 + position * 3) % size[1]
+            square = (np.abs(x - cx) <= 2) & (np.abs(y - size[0] // 2) <= 2)  # (n, H, W)
+            pixels = np.where(square, 220, 30).astype(np.uint8)
+            pixels[:, 0, 0] = position
+            pixels[:, 0, 1] = np.arange(n) % 256
+            with pq.ParquetWriter(root / split / f"{video_id}.parquet", shard_schema(shape)) as w:
+                for start in range(0, n, row_group_frames):
+                    chunk = pixels[start : start + row_group_frames]
+                    meta = {"dataset": dataset, "split": split, "video_id": video_id}
+                    labels = np.zeros(len(chunk), np.int8)
+                    pix = chunk.tobytes()
+                    w.write_batch(
+                        frame_batch(
+                            **meta, start_index=start, labels=labels, pixels=pix, shape=shape
+                        )
+                    )
+            rows.append({
+                "source": f"/src/{split}/{video_id}", "split": split, "video_id": video_id,
+                "content_hash": "sha256:0", "frames": n, "anomalous_frames": 0,
+                "height": size[0], "width": size[1], "status": "ok", "error": None,
+                "shard": f"{split}/{video_id}.parquet",
+            })  # fmt: skip
+        splits[split] = {"videos": len(counts), "frames": sum(counts.values()),
+                         "anomalous_frames": 0}  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), root / "manifest.parquet")
+    summary = {
+        "dataset": dataset, "layout": "frames", "height": size[0], "width": size[1],
+        "channels": 1, "failed": [], "splits": splits,
+    }  # fmt: skip
+    (root / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DATA folder: 4 training videos of 9..30 frames at 16x16 grey, 2 test videos."""
+    return write_tiny_data(
+        tmp_path_factory.mktemp("tiny_data"),
+        {
+            "train": {"v0": 30, "v1": 21, "v2": 9, "v3": 26},
+            "test": {"t0": 12, "t1": 10},
+        },
+    )
