@@ -33,6 +33,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_ingest",
         "decode videos or frame folders into Parquet shards with Ray Data",
     ),
+    "score": (
+        "pipelines.score",
+        "ScoreConfig",
+        "run_score",
+        "score every frame of a split or archive with a trained model; write the report",
+    ),
     "import-paper": (
         "pipelines.import_paper",
         "ImportPaperConfig",
