@@ -101,31 +101,54 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _job_rss() -> tuple[int, int]:
-    """(driver + Ray workers + ffmpeg, Ray's own daemons) resident bytes right now."""
-    job = _rss_bytes(os.getpid())
-    daemons = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (a local Ray started by ``ray.init`` is below its
+    driver: GCS and raylet, then the workers, then their ffmpeg)."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        cmd = _cmdline(int(entry))
-        if cmd.startswith("ray::") or "default_worker.py" in cmd or "ffmpeg" in cmd:
-            job += _rss_bytes(int(entry))
-        elif "raylet" in cmd or "gcs_server" in cmd or "ray/dashboard" in cmd:
-            daemons += _rss_bytes(int(entry))
-    return job, daemons
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _rss_by_kind() -> dict[str, int]:
+    """Resident bytes right now of this driver, its Ray workers, their ffmpeg children and
+    its Ray daemons (raylet, GCS, agents); other Rays on the machine are not counted."""
+    rss = {"driver": _rss_bytes(os.getpid()), "workers": 0, "ffmpeg": 0, "daemons": 0}
+    rss["worker processes"] = 0
+    for pid in _descendants(os.getpid()):
+        cmd = _cmdline(pid)
+        if cmd.startswith("ray::") or "default_worker.py" in cmd:
+            rss["workers"] += _rss_bytes(pid)
+            rss["worker processes"] += 1
+        elif "ffmpeg" in cmd:
+            rss["ffmpeg"] += _rss_bytes(pid)
+        else:
+            rss["daemons"] += _rss_bytes(pid)
+    return rss
 
 
 def memory(args: argparse.Namespace, tmp: str) -> None:
     source = _synthesize(tmp, "small", args)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    peaks = [0, 0]
+    peaks = dict.fromkeys(["job", "driver", "workers", "ffmpeg", "daemons", "worker processes"], 0)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            for i, value in enumerate(_job_rss()):
-                peaks[i] = max(peaks[i], value)
+            now = _rss_by_kind()
+            now["job"] = now["driver"] + now["workers"] + now["ffmpeg"]
+            for kind, value in now.items():
+                peaks[kind] = max(peaks[kind], value)
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -136,8 +159,10 @@ def memory(args: argparse.Namespace, tmp: str) -> None:
     ray.shutdown()
     print(f"source: {frames} frames in {args.videos} videos of {args.frames_per_video} frames")
     print(f"ingest: {rate:.0f} frames/s")
-    print(f"peak RSS, driver + Ray workers + ffmpeg: {peaks[0] / 2**20:.0f} MiB")
-    print(f"peak RSS, Ray daemons (raylet, GCS):      {peaks[1] / 2**20:.0f} MiB")
+    print(f"peak RSS, driver + Ray workers + ffmpeg: {peaks['job'] / 2**20:.0f} MiB")
+    for kind in ("driver", "workers", "ffmpeg", "daemons"):
+        print(f"  peak {kind:8s} {peaks[kind] / 2**20:6.0f} MiB")
+    print(f"  at most {peaks['worker processes']} Ray worker processes at once")
 
 
 def _synthesize(tmp: str, size: str, args: argparse.Namespace | None) -> str:
