@@ -113,11 +113,11 @@ def resolve_tracking_uri(uri: str | None, workdir: str | os.PathLike[str] = ".")
     return f"sqlite:///{db}"
 
 
-def check_tracking(uri: str) -> None:
+def check_tracking(uri: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
     """Raise a one-line ``UserError`` when the store at ``uri`` cannot be used.
 
-    - ``http(s)://``: the server must answer an MLflow API request within
-      ``HTTP_TIMEOUT_S`` seconds (no retries: MLflow's own client would retry for minutes).
+    - ``http(s)://``: the server must answer an MLflow API request within ``timeout_s``
+      seconds (no retries: MLflow's own client would retry for minutes).
     - ``sqlite:///``: the database's folder must be creatable, and the store must open.
     - a plain folder or ``file:`` URI: refused, as MLflow 3 does, with the sqlite equivalent.
     - anything else (a database server, Databricks): opened with a one-request search.
@@ -126,7 +126,7 @@ def check_tracking(uri: str) -> None:
     if uri.startswith("databricks"):
         scheme = "databricks"  # `databricks` and `databricks://profile`
     if scheme in ("http", "https"):
-        _check_http(uri)
+        _check_http(uri, timeout_s)
         return
     if scheme in ("", "file"):
         folder = uri[len("file://") :] if scheme == "file" else uri
@@ -142,10 +142,10 @@ def check_tracking(uri: str) -> None:
         raise UserError(f"tracking store {uri} cannot be opened: {_first_line(err)}") from None
 
 
-def _check_http(uri: str) -> None:
+def _check_http(uri: str, timeout_s: float) -> None:
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S):
+        with urllib.request.urlopen(url, timeout=timeout_s):
             return
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
@@ -157,7 +157,7 @@ def _check_http(uri: str) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise UserError(
-            f"tracking server {uri} cannot be reached within {HTTP_TIMEOUT_S:g} s: {reason}"
+            f"tracking server {uri} cannot be reached within {timeout_s:g} s: {reason}"
         ) from None
 
 
@@ -773,6 +773,9 @@ class UiConfig:
         metadata={"help": "address to listen on (0.0.0.0 exposes the UI to the network)"},
     )
     port: int = field(default=5000, metadata={"help": "port to listen on"})
+    workers: int = field(
+        default=1, metadata={"help": "server processes (one serves a person; each takes seconds)"}
+    )
     workdir: str = field(
         default=".", metadata={"help": "working folder whose mnad-runs/ holds the default store"}
     )
@@ -780,6 +783,8 @@ class UiConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 < self.port < 65536:
             raise UserError(f"port must be an integer in 1..65535, not {self.port!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise UserError(f"workers must be a positive integer, not {self.workers!r}")
 
 
 def ui_command(config: UiConfig) -> list[str]:
@@ -796,6 +801,8 @@ def ui_command(config: UiConfig) -> list[str]:
         config.host,
         "--port",
         str(config.port),
+        "--workers",
+        str(config.workers),
     ]
 
 
