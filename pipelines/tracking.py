@@ -269,12 +269,14 @@ def start_run(
             experiment_id, tags=_run_context_tags(tags), run_name=run_name or None
         )
         handle = _attach(RunHandle(run.info.run_id, experiment_id, tracking_uri), client)
-        _log_params(client, handle.run_id, flat)
     else:
-        handle = _resume_run(client, tracking_uri, experiment_id, run_id, flat)
-        if tags:
-            handle.set_tags(tags)
+        handle = _resume_run(client, tracking_uri, experiment_id, run_id)
     try:
+        if run_id is None:
+            _log_params(client, handle.run_id, flat)
+        else:
+            _log_resumed_params(handle, flat)
+            handle.set_tags(tags or {})
         yield handle
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
@@ -342,11 +344,7 @@ def _log_params(client: mlflow.MlflowClient, run_id: str, flat: Mapping[str, str
 
 
 def _resume_run(
-    client: mlflow.MlflowClient,
-    tracking_uri: str,
-    experiment_id: str,
-    run_id: str,
-    flat: Mapping[str, str],
+    client: mlflow.MlflowClient, tracking_uri: str, experiment_id: str, run_id: str
 ) -> RunHandle:
     try:
         run = client.get_run(run_id)
@@ -357,15 +355,20 @@ def _resume_run(
             f"cannot resume run {run_id}: it belongs to experiment {run.info.experiment_id}, "
             f"not {experiment_id}"
         )
-    handle = _attach(RunHandle(run_id, experiment_id, tracking_uri), client)
     client.update_run(run_id, status="RUNNING")
-    old = run.data.params
-    _log_params(client, run_id, {k: v for k, v in flat.items() if k not in old})
+    return _attach(RunHandle(run_id, experiment_id, tracking_uri), client)
+
+
+def _log_resumed_params(handle: RunHandle, flat: Mapping[str, str]) -> None:
+    """Log the params a resumed run lacks; record, in a tag, those whose value changed."""
+    old = handle.client.get_run(handle.run_id).data.params
+    _log_params(handle.client, handle.run_id, {k: v for k, v in flat.items() if k not in old})
     changed = {k: v for k, v in flat.items() if k in old and old[k] != v}
     if changed:
-        log.warning("run %s resumed with changed params (kept the old values): %s", run_id, changed)
+        log.warning(
+            "run %s resumed with changed params (kept the old values): %s", handle.run_id, changed
+        )
         handle.set_tags({"mnad.resume_changed_params": json.dumps(changed, sort_keys=True)})
-    return handle
 
 
 def _terminate_quietly(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
@@ -403,7 +406,8 @@ class MNADPyfunc(mlflow.pyfunc.PythonModel):
 
     Input: float32 array (n, T*C, H, W) on [-1, 1]: each clip's input frames and then its
     target frame stacked on the channel axis, as in training (T = input_frames + 1 for the
-    pred task; T = 1 for recon, the frame being both input and target).
+    pred task; T = 1 for recon, the frame being both input and target). The signature fixes
+    dtype and shape: MLflow rejects float64 or another frame size before ``predict``.
     Output: a DataFrame with one row per clip: ``psnr`` (Eq. 11), ``feature_distance``
     (Eq. 12) and ``point_score`` (the update gate of Sec. 3.4). Clips are scored
     independently against the checkpoint's memory (no test-time update): per-video min-max

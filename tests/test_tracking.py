@@ -248,7 +248,11 @@ def test_resolve_model_every_form(registered, store: str, checkpoint: Path) -> N
     by_run = tracking.resolve_model(f"runs:/{run_id}/model", store)
     local = tracking.resolve_model(os.fspath(checkpoint), store)
     assert (local.name, local.version, local.checkpoint_dir) == (None, None, str(checkpoint))
-    for resolved in (by_alias, by_version, by_id, by_run):
+    model_dir = Path(by_alias.checkpoint_dir).parents[1]  # a pyfunc model folder on disk
+    assert (model_dir / "MLmodel").is_file()
+    by_folder = tracking.resolve_model(os.fspath(model_dir), store)
+    assert by_id.model_id == by_version.model_id == by_run.model_id == version.model_id
+    for resolved in (by_alias, by_version, by_id, by_run, by_folder):
         folder = Path(resolved.checkpoint_dir)
         assert (folder / "config.json").read_text() == (checkpoint / "config.json").read_text()
         assert (folder / "model.pt").read_bytes() == (checkpoint / "model.pt").read_bytes()
