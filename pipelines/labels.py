@@ -148,9 +148,7 @@ def concatenated_flags(flags: np.ndarray) -> np.ndarray:
     return (flags != 0).astype(np.int8)
 
 
-def split_concatenated(
-    flags: np.ndarray, frame_counts: list[int], origin: str
-) -> list[LabelSpec]:
+def split_concatenated(flags: np.ndarray, frame_counts: list[int], origin: str) -> list[LabelSpec]:
     """Per-video specs from concatenated flags and the videos' frame counts (sorted order).
 
     When the total disagrees, every video gets an error spec naming both numbers.
@@ -158,8 +156,7 @@ def split_concatenated(
     total = sum(frame_counts)
     if len(flags) != total:
         message = (
-            f"{origin}: {len(flags)} labels for {total} frames "
-            f"in {len(frame_counts)} test videos"
+            f"{origin}: {len(flags)} labels for {total} frames in {len(frame_counts)} test videos"
         )
         return [LabelSpec(origin, error=message) for _ in frame_counts]
     bounds = np.cumsum([0, *frame_counts])

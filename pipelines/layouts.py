@@ -180,9 +180,7 @@ def _frame_folders(tree: Tree, rel: str, split: str, skip_suffix: str = "") -> l
         frames = tree.children(f"{rel}/{name}", IMAGE_EXTENSIONS)
         if frames:
             folder = tree.abs(f"{rel}/{name}")
-            videos.append(
-                VideoSource(split, name, folder, tuple(join(folder, f) for f in frames))
-            )
+            videos.append(VideoSource(split, name, folder, tuple(join(folder, f) for f in frames)))
     return videos
 
 
@@ -193,9 +191,7 @@ def _video_files(tree: Tree, rel: str, split: str) -> list[VideoSource]:
     ]
 
 
-def _with_ranges(
-    videos: list[VideoSource], path: str, fs: pafs.FileSystem
-) -> list[VideoSource]:
+def _with_ranges(videos: list[VideoSource], path: str, fs: pafs.FileSystem) -> list[VideoSource]:
     """Attach per-video ranges from a ``.m`` / ano_pred ``.mat`` file, matched in order."""
     try:
         per_video = read_ranges_file(path, fs)

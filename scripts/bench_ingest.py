@@ -1,13 +1,13 @@
 """Benchmark `mnad ingest` against bare ffmpeg decoding, and its peak memory.
 
-    python scripts/bench_ingest.py throughput [--source DIR] [--size H W] [--cpus N]
+    python scripts/bench_ingest.py throughput [--source DIR] [--size H W] [--cpus N] [--repeat N]
     python scripts/bench_ingest.py memory [--frames-per-video N] [--videos N]
 
-``throughput`` decodes the same videos at the same size twice in one run, on the same
-cores: first bare (the same ffmpeg command that ingest runs, N processes in parallel, frames
+``throughput`` decodes the same videos at the same size in one run, on the same cores,
+alternately: bare (the same ffmpeg command that ingest runs, N processes in parallel, frames
 read from the pipe and dropped), then as the Ray Data ingest job (hash, decode, labels,
-Parquet shards, manifest); it prints both rates and their ratio. Without ``--source`` it
-synthesizes a source first.
+Parquet shards, manifest, Ray Data scheduling); it prints both rates and their ratio per run,
+and the median ratio. Without ``--source`` it synthesizes a source of long videos first.
 
 ``memory`` synthesizes a source of long videos (20 000+ frames in all) and samples, every
 0.1 s while ingest runs, the resident memory of the driver, the Ray workers and their ffmpeg
@@ -17,7 +17,9 @@ children; it prints the peaks. Memory is bounded if the peak does not grow with 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -49,14 +51,16 @@ def bare_rate(videos: tuple[VideoSource, ...], spec: DecodeSpec, cpus: int) -> t
     return frames, frames / (time.perf_counter() - start)
 
 
-def ingest_rate(source: str, out: str, size: tuple[int, int] | None) -> tuple[int, float]:
+def ingest_rate(
+    source: str, out: str, size: tuple[int, int] | None, compression: str = "zstd"
+) -> tuple[int, float]:
     """(frames, frames/s) of the ingest job, Ray already running (its start-up not counted)."""
     start = time.perf_counter()
-    status = run_ingest(IngestConfig(source, out, size=size, quiet=True))
+    config = IngestConfig(source, out, size=size, compression=compression, quiet=True)
+    status = run_ingest(config)
     seconds = time.perf_counter() - start
     if status != 0:
         raise SystemExit(f"ingest failed on {source}; see {out}/manifest.parquet")
-    import json
 
     summary = json.loads(Path(out, "summary.json").read_text())
     frames = sum(s["frames"] for s in summary["splits"].values())
@@ -64,22 +68,26 @@ def ingest_rate(source: str, out: str, size: tuple[int, int] | None) -> tuple[in
 
 
 def throughput(args: argparse.Namespace, tmp: str) -> None:
-    source = args.source or _synthesize(tmp, "demo", None)
+    source = args.source or _synthesize(tmp, "small", args)
     size = tuple(args.size) if args.size else None
     videos = discover(source).videos
     spec = DecodeSpec(imageio_ffmpeg.get_ffmpeg_exe(), size=size, channels=1)
     bare_rate(videos[: args.cpus], spec, args.cpus)  # warm the page cache and ffmpeg
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     ingest_rate(source, f"{tmp}/warmup", size)  # start Ray's workers once
-    frames_bare, bare = bare_rate(videos, spec, args.cpus)
-    frames_ingest, ingest = ingest_rate(source, f"{tmp}/data", size)
+    ratios = []
+    for i in range(args.repeat):  # alternate, so that both see the same machine load
+        frames_bare, bare = bare_rate(videos, spec, args.cpus)
+        frames_ingest, ingest = ingest_rate(source, f"{tmp}/data{i}", size, args.compression)
+        assert frames_bare == frames_ingest, (frames_bare, frames_ingest)
+        ratios.append(ingest / bare)
+        print(f"run {i + 1}: bare ffmpeg decode {bare:6.0f} frames/s, "
+              f"mnad ingest {ingest:6.0f} frames/s, ratio {ingest / bare:.2f}")  # fmt: skip
     ray.shutdown()
-    assert frames_bare == frames_ingest, (frames_bare, frames_ingest)
     print(f"source: {source} ({len(videos)} videos, {frames_bare} frames), size {size}, "
-          f"{args.cpus} CPUs")  # fmt: skip
-    print(f"bare ffmpeg decode: {bare:8.0f} frames/s")
-    print(f"mnad ingest:        {ingest:8.0f} frames/s")
-    print(f"ratio ingest/bare:  {ingest / bare:8.2f}")
+          f"{args.cpus} CPUs, compression {args.compression}, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"ratio ingest/bare: median {statistics.median(ratios):.2f} of {args.repeat} runs")
 
 
 def _rss_bytes(pid: int) -> int:
@@ -185,8 +193,12 @@ def main() -> None:
     parser.add_argument("--source", help="throughput: a data set folder (default: synthesize)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None)
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
-    parser.add_argument("--videos", type=int, default=12, help="memory: number of videos")
-    parser.add_argument("--frames-per-video", type=int, default=2000, help="memory")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput: runs of each")
+    parser.add_argument("--compression", default="zstd", help="ingest's --compression")
+    parser.add_argument("--videos", type=int, default=12, help="synthetic source: videos")
+    parser.add_argument(
+        "--frames-per-video", type=int, default=2000, help="synthetic source: frames per video"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
         (throughput if args.mode == "throughput" else memory)(args, tmp)
