@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -101,7 +102,7 @@ class TrainConfig:
     )
     tracking_uri: str | None = field(
         default=None,
-        metadata=_help("MLflow store (default: $MLFLOW_TRACKING_URI, else OUTPUT/mlflow.db)"),
+        metadata=_help("MLflow store (default: $MLFLOW_TRACKING_URI, else mnad-runs/mlflow.db)"),
     )
     output: str = field(
         default="mnad-runs",
@@ -280,6 +281,19 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def retarget_cosine(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, epochs: int) -> None:
+    """Give a restored cosine schedule a new length (a resumed run given more epochs): the
+    learning rate is set to the closed form at the current epoch, from which the scheduler's
+    own recursive steps follow the new curve."""
+    if scheduler.T_max == epochs:
+        return
+    scheduler.T_max = epochs
+    t = min(scheduler.last_epoch, epochs)
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+        eta_min = scheduler.eta_min
+        group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / epochs)) / 2
+
+
 def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
     """The local shuffle seed of one rank in one epoch."""
     return int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1)[0])
@@ -350,6 +364,7 @@ class _Worker:
         if restored is not None:
             self.optimizer.load_state_dict(restored.optimizer_state)
             self.scheduler.load_state_dict(restored.scheduler_state)
+            retarget_cosine(self.scheduler, optim.epochs)
             self.state = _State(
                 epoch=restored.epoch,
                 step=restored.step,

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -30,6 +31,7 @@ from pipelines.train import (
     TrainConfig,
     clip_inputs,
     gather_queries,
+    retarget_cosine,
     run_train,
     training_losses,
 )
@@ -81,6 +83,26 @@ def test_training_loss_is_the_papers_weighted_sum() -> None:
     assert losses.prediction.item() == pytest.approx(0.25)
     assert losses.total.item() == pytest.approx(0.25 + 0.1 * 2.0 + 0.1 * 3.0)
     assert losses.stacked().shape == (4,)
+
+
+def test_a_restored_cosine_schedule_follows_a_new_length() -> None:
+    def schedule(t_max: int, steps: int) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+        return sched
+
+    resumed = schedule(2, 2)  # a finished 2-epoch run: lr 0
+    retarget_cosine(resumed, 4)  # continued to 4 epochs
+    fresh = schedule(4, 2)
+    for _ in range(3):
+        lrs = [sched.optimizer.param_groups[0]["lr"] for sched in (resumed, fresh)]
+        assert lrs[0] == pytest.approx(lrs[1], abs=1e-12)
+        for sched in (resumed, fresh):
+            sched.optimizer.step()
+            sched.step()
 
 
 def _gather_worker(rank: int, store: str, counts: list[int], out: str) -> None:
@@ -148,13 +170,20 @@ def test_bad_inputs_are_refused_before_any_work(
 
 @dataclasses.dataclass(frozen=True)
 class FileProbe:
-    """Writes where each attempt starts and every step's memory to ``folder``; kills rank
-    ``kill_rank`` at step ``kill_step`` once (a marker file remembers that it did)."""
+    """Writes where each attempt starts and every step's memory to ``folder``.
+
+    With ``kill_step``: rank ``kill_rank`` dies at that step, once (a marker file remembers),
+    but only after Ray Train has registered the checkpoint ``kill_after`` in the run's
+    snapshot, so that the test knows which checkpoint the restart must come from (the
+    controller registers reports when it polls the workers, every couple of seconds).
+    """
 
     folder: str
     record_steps: bool = False
     kill_rank: int | None = None
     kill_step: int | None = None
+    kill_after: str = ""  # a checkpoint directory name
+    run_dir: str = ""
 
     def on_start(self, rank: int, epoch: int, step: int) -> None:
         with open(f"{self.folder}/starts-{rank}.jsonl", "a") as f:
@@ -165,6 +194,12 @@ class FileProbe:
             torch.save(record._asdict(), f"{self.folder}/step-{rank}-{step:05d}.pt")
         marker = Path(self.folder) / "killed"
         if rank == self.kill_rank and step == self.kill_step and not marker.exists():
+            snapshot = Path(self.run_dir) / "checkpoint_manager_snapshot.json"
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not (
+                snapshot.exists() and self.kill_after in snapshot.read_text()
+            ):
+                time.sleep(0.2)
             marker.touch()
             os._exit(1)  # the worker process dies mid-epoch, as an OOM kill would
 
@@ -248,7 +283,10 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_resume_continues(
     _probe_by_value()
     # 70 clips: 35 a rank, 17 steps an epoch. Checkpoints every 5 steps and at epoch ends:
     # 5, 10, 15, 17 | 20, 25, ... Rank 1 dies at step 22, in the middle of epoch 2.
-    probe = FileProbe(str(tmp_path), kill_rank=1, kill_step=22)
+    probe = FileProbe(
+        str(tmp_path), kill_rank=1, kill_step=22, kill_after="checkpoint-e0001-s00000020",
+        run_dir=str(tmp_path / "runs" / "train" / "faulty"),
+    )  # fmt: skip
     config = _config(
         tiny_data, tiny_preset, tmp_path, epochs=2, checkpoint_every=5, max_failures=1,
         probe=probe, name="faulty",
