@@ -33,11 +33,23 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_ingest",
         "decode videos or frame folders into Parquet shards with Ray Data",
     ),
+    "train": (
+        "pipelines.train",
+        "TrainConfig",
+        "run_train",
+        "train the memory model with Ray Train; track it and register it in MLflow",
+    ),
     "score": (
         "pipelines.score",
         "ScoreConfig",
         "run_score",
         "score every frame of a split or archive with a trained model; write the report",
+    ),
+    "ui": (
+        "pipelines.tracking",
+        "UiConfig",
+        "run_ui",
+        "open the MLflow UI on the store that holds the runs and models",
     ),
     "import-paper": (
         "pipelines.import_paper",

@@ -183,7 +183,7 @@ def iter_clips(
             inputs = inputs.reshape(n_clips, -1, *x.shape[2:])  # (b, (T-1)*C, H, W)
             keep = len(index) - n_clips
             yield index[keep:], label[keep:], inputs, targets
-        carry = x[x.shape[0] - (clip_length - 1) :] if clip_length > 1 else None
+        carry = x[-(clip_length - 1) :] if clip_length > 1 else None  # all of x if shorter
 
 
 # --- the Ray Data stage ----------------------------------------------------------------------
@@ -347,7 +347,9 @@ def run_score(config: ScoreConfig) -> ScoreResult:
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=not config.quiet)
-    cpus = int(ray.available_resources().get("CPU", 1)) or 1
+    # From the cluster's size, not what is free right now, so that a rerun splits the work
+    # (and the float arithmetic of each actor's threads) the same way.
+    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
     paper = config.memory == "paper"
     actors = 1 if paper else (config.actors or cpus)
     threads = max(1, cpus // actors)
