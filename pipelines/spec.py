@@ -548,8 +548,8 @@ class RunSpecConfig:
         default=False,
         metadata=_help("print the result as one JSON object on stdout (progress goes to stderr)"),
     )
-    force: list[str] = field(
-        default_factory=list,
+    force: tuple[str, ...] = field(
+        default=(),
         metadata=_help(f"stages to run again even if complete: {', '.join(STAGES)}"),
     )
     address: str | None = field(
@@ -559,15 +559,25 @@ class RunSpecConfig:
             "`ray start` began on this machine, else a new local Ray)"
         ),
     )
+    wait_for_nodes: float = field(
+        default=900.0,
+        metadata=_help(
+            "on an existing cluster, seconds to wait for its autoscaler to add the nodes that "
+            "training needs (0: do not wait)"
+        ),
+    )
     probe: Any = field(default=None, metadata={"cli": False})
     """Passed to ``TrainConfig.probe`` (tests: where each training worker runs)."""
 
     def __post_init__(self) -> None:
         if not self.spec:
             raise UserError("SPEC is empty")
+        self.force = tuple(self.force)
         unknown = sorted(set(self.force) - set(STAGES))
         if unknown:
             raise UserError(f"--force {unknown[0]}: not a stage; stages are {', '.join(STAGES)}")
+        if self.wait_for_nodes < 0:
+            raise UserError(f"--wait-for-nodes must be >= 0, not {self.wait_for_nodes}")
 
 
 def run_spec(config: RunSpecConfig) -> int:
@@ -576,8 +586,12 @@ def run_spec(config: RunSpecConfig) -> int:
     spec = load_spec(config.spec, quiet=config.quiet)
     progress = sys.stderr if config.json else sys.stdout
     log = None if config.quiet else _printer(progress)
-    with contextlib.redirect_stdout(progress), ray_connection(config.address, config.quiet):
-        result = run_job(spec, force=tuple(config.force), probe=config.probe, log=log)
+    with (
+        contextlib.redirect_stdout(progress),
+        ray_connection(config.address, config.quiet) as started,
+    ):
+        wait = 0.0 if started else config.wait_for_nodes  # a Ray of our own cannot grow
+        result = run_job(spec, config.force, config.probe, log, wait_for_nodes=wait)
     if config.json:
         print(json.dumps(result.to_json(), default=str), flush=True)
     else:
@@ -593,10 +607,10 @@ def _printer(stream: io.TextIOBase | Any) -> Any:
 
 
 @contextlib.contextmanager
-def ray_connection(address: str | None, quiet: bool) -> Iterator[None]:
+def ray_connection(address: str | None, quiet: bool) -> Iterator[bool]:
     """One Ray for the whole job: the one this process is connected to; else ``address``
     (None: $RAY_ADDRESS, else the cluster `ray start` began on this machine, else a new local
-    Ray, which is shut down at the end)."""
+    Ray, which is shut down at the end). Yields whether it started a Ray of its own."""
     import ray
     import ray.data
 
@@ -612,11 +626,20 @@ def ray_connection(address: str | None, quiet: bool) -> Iterator[None]:
     bars = context.enable_progress_bars
     context.enable_progress_bars = bars and not quiet
     try:
-        yield
+        yield started and _started_a_local_ray()
     finally:
         context.enable_progress_bars = bars
         if started:
             ray.shutdown()
+
+
+def _started_a_local_ray() -> bool:
+    """Whether ``ray.init`` made a new Ray (rather than connecting to a running one). Ray
+    says so only on its private node object; without it, assume a local one (never wait)."""
+    import ray._private.worker as ray_worker
+
+    node = getattr(ray_worker, "_global_node", None)
+    return bool(getattr(node, "head", True))
 
 
 def run_job(
@@ -624,9 +647,12 @@ def run_job(
     force: tuple[str, ...] = (),
     probe: Any = None,
     log: Any = None,
+    wait_for_nodes: float = 0.0,
 ) -> JobResult:
     """Run the stages of ``spec`` in turn on the Ray this process is connected to (or one
-    each stage starts); ``log(message)`` hears what is skipped and why."""
+    each stage starts); ``log(message)`` hears what is skipped and why. With
+    ``wait_for_nodes`` > 0, training first asks the cluster's autoscaler for its workers'
+    resources and waits up to that many seconds for them."""
     say = log or (lambda message: None)
     t0 = time.perf_counter()
     stages: list[StageOutcome] = []
@@ -636,7 +662,7 @@ def run_job(
     stages.append(ingest)
     model = spec.score_model
     if spec.train is not None:
-        train = _train_stage(spec, "train" in force, probe, say)
+        train = _train_stage(spec, "train" in force, probe, say, wait_for_nodes)
         stages.append(train)
         model = train.detail["model_uri"]
     assert model is not None  # parse_spec: score.model is required without a train section
@@ -690,7 +716,9 @@ def _ingest_stage(config: IngestConfig, force: bool, say: Any) -> StageOutcome:
     return StageOutcome("ingest", "ran", time.perf_counter() - t0, detail)
 
 
-def _train_stage(spec: JobSpec, force: bool, probe: Any, say: Any) -> StageOutcome:
+def _train_stage(
+    spec: JobSpec, force: bool, probe: Any, say: Any, wait_for_nodes: float
+) -> StageOutcome:
     from pipelines.train import run_train
 
     assert spec.train is not None
@@ -711,7 +739,8 @@ def _train_stage(spec: JobSpec, force: bool, probe: Any, say: Any) -> StageOutco
         _delete_tree(run_dir)  # state of a start that died before its run record: nothing to keep
     say(f"train: {'resuming' if resume else 'starting'} run {name}")
     config = dataclasses.replace(spec.train, name=name, resume=resume, probe=probe)
-    result = run_train(config)
+    with cluster_grown_for(config, wait_for_nodes, say):
+        result = run_train(config)
     detail = {
         "run_name": name,
         "run_id": result.run_id,
@@ -727,6 +756,38 @@ def _train_stage(spec: JobSpec, force: bool, probe: Any, say: Any) -> StageOutco
     write_json(marker, detail)
     status = "resumed" if resume else "ran"
     return StageOutcome("train", status, time.perf_counter() - t0, detail)
+
+
+@contextlib.contextmanager
+def cluster_grown_for(config: TrainConfig, timeout_s: float, say: Any) -> Iterator[None]:
+    """On a cluster short of the training workers' resources, ask its autoscaler for them
+    (``ray.autoscaler.sdk.request_resources``) and wait up to ``timeout_s`` for them to join;
+    withdraw the request when training ends. Training's own check reports what is still
+    missing after that."""
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    bundle = {"CPU": config.cpus_per_worker}
+    if config.use_gpu:
+        bundle["GPU"] = config.gpus_per_worker
+    need = {k: v * config.workers for k, v in bundle.items()}
+
+    def missing() -> dict[str, float]:
+        have = ray.cluster_resources()
+        return {k: v - have.get(k, 0.0) for k, v in need.items() if have.get(k, 0.0) < v - 1e-9}
+
+    if timeout_s <= 0 or not missing():
+        yield
+        return
+    request_resources(bundles=[bundle] * config.workers)
+    try:
+        say(f"train: asking the autoscaler for {missing()}; waiting up to {timeout_s:.0f} s")
+        deadline = time.monotonic() + timeout_s
+        while missing() and time.monotonic() < deadline:
+            time.sleep(5.0)
+        yield
+    finally:
+        request_resources(bundles=[])
 
 
 def _score_stages(spec: JobSpec, model: str, force: bool, say: Any) -> list[StageOutcome]:

@@ -137,7 +137,9 @@ def test_rayjob_runtime_env_is_the_runtime_env_with_a_remote_working_dir(rayjob:
     assert remote["pip"] == local["pip"] and remote["env_vars"] == local["env_vars"]
 
 
-def test_example_specs_parse() -> None:
+def test_example_specs_parse(monkeypatch) -> None:
+    # The cluster examples take the MLflow server from the cluster's environment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         spec = load_spec(path)
         assert spec.train is not None and spec.score, path
