@@ -137,8 +137,7 @@ def read_frames(path: str, start: int, stop: int) -> np.ndarray:
     index = table.column("frame_index").to_numpy()
     if not np.array_equal(index, np.arange(start, stop)):
         raise ValueError(f"{path}: frames {start}..{stop - 1} are missing or out of order")
-    shape = shape_from_schema(pq.read_schema(file, filesystem=fs))
-    return frames_to_numpy(table.column("frame"), shape)  # (n, H, W, C)
+    return frames_to_numpy(table.column("frame"), shape_from_schema(table.schema))  # (n, H, W, C)
 
 
 def stack_clips(frames: np.ndarray, starts: np.ndarray, clip_length: int) -> np.ndarray:

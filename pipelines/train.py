@@ -340,7 +340,6 @@ class _Worker:
         self.spec = spec
         self.cfg = spec.preset.model
         self.rank = context.get_world_rank()
-        self.world = context.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(spec.threads)
         model = build_model(self.cfg, seed=spec.preset.optim.seed)  # same on every rank
@@ -410,6 +409,7 @@ class _Worker:
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         self.optimizer.step()
+        self.state.step += 1
         self.update_memory(out.queries, counts)
         return losses.stacked()
 
@@ -419,7 +419,6 @@ class _Worker:
         gathered = gather_queries(queries, [n * per_clip for n in counts])  # (N, C)
         before = self.module.memory.items.detach().clone() if self.spec.probe else None
         self.module.memory.update_(gathered)
-        self.state.step += 1
         if self.spec.probe is not None:
             record = StepRecord(
                 queries.detach().cpu(),
