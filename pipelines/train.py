@@ -438,7 +438,7 @@ class _Worker:
         clips_seen = torch.zeros(1, device=self.device)
         batches = self.batches(self.train_shard, epoch, shuffle=True)
         skip, done = self.state.batch_in_epoch, 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         while True:
             batch = next(batches, None)
             counts = all_gather_counts(0 if batch is None else len(batch["clip"]), self.device)
@@ -453,8 +453,9 @@ class _Worker:
             if self.spec.checkpoint_every and self.state.step % self.spec.checkpoint_every == 0:
                 self.report({"epoch": epoch, "step": self.state.step}, epoch_done=False)
         seconds = time.perf_counter() - start
-        sums = all_reduce_sum(torch.cat([sums, clips_seen]))
-        clips = float(sums[4])
+        cpu = torch.tensor([time.process_time() - cpu_start], device=self.device)
+        sums = all_reduce_sum(torch.cat([sums, clips_seen, cpu]))
+        clips, cpu_seconds = float(sums[4]), float(sums[5])
         means = (sums[:4] / max(clips, 1.0)).tolist()
         return {
             "epoch": epoch + 1,
@@ -464,6 +465,7 @@ class _Worker:
             "clips": clips,
             "seconds": seconds,
             "clips_per_s": clips / seconds if seconds > 0 else 0.0,
+            "cpu_seconds": cpu_seconds,  # all ranks' processes: a load-independent cost
         }
 
     @torch.no_grad()

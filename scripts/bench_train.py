@@ -5,12 +5,20 @@
 
 Baseline: one process, the same model, batch and threads, over clips already in memory as a
 uint8 tensor (the same uint8 -> [-1, 1] conversion per batch), the memory updated by the
-model itself (the paper's single-process step). Ray Train: ``run_train`` with 1 and 2
-workers on the same DATA; its clips/s is the mean over epochs 2..E of what the workers
-measure (epoch 1 pays start-up), and "end to end" divides all clips by the wall time of
-``run_train`` (start-up, checkpoints and MLflow included). Every process (the baseline, each
-worker) runs ``--threads`` intra-op threads, so one worker does the work of the baseline and
-two workers do it twice over. Prints the ratios to the baseline; the aim is >= 0.9 for one
+model itself (the paper's single-process step). It runs before and after the Ray Train runs,
+and the ratios use the mean of the two, so that a change in the machine's load during the
+run shows (as a gap between the two) rather than skewing one side.
+
+Ray Train: ``run_train`` with 1 and 2 workers on the same DATA; its clips/s is the mean over
+epochs 2..E of what the workers measure (epoch 1 pays start-up), and "end to end" divides
+all clips by the wall time of ``run_train`` (start-up, checkpoints and MLflow included).
+Every process (the baseline, each worker) runs ``--threads`` intra-op threads, so one worker
+does the work of the baseline and two workers do it twice over.
+
+Also printed: clips per CPU-second (process CPU time: the baseline's, the sum of the
+workers'), which a busy shared machine distorts far less than wall time; its ratio is the
+Ray Train loop's own overhead (data iteration, collectives, Ray's threads; the Ray Data read
+tasks run in other processes and are not counted). The aim is a ratio >= 0.9 for one
 worker. Nothing here is asserted.
 """
 
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,8 +52,13 @@ def load_clips(data: str, clip_length: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts))
 
 
-def bare_loop(clips: torch.Tensor, preset_name: str, epochs: int, threads: int) -> float:
-    """Clips/s of a single-process loop over in-memory clips (epochs after a warm-up one)."""
+class Rate(NamedTuple):
+    wall: float  # clips per second
+    cpu: float  # clips per CPU-second
+
+
+def bare_loop(clips: torch.Tensor, preset_name: str, epochs: int, threads: int) -> Rate:
+    """A single-process loop over in-memory clips (epochs after a warm-up one)."""
     torch.set_num_threads(threads)
     preset = load_preset(preset_name)
     cfg, batch = preset.model, preset.optim.batch_size
@@ -55,7 +69,7 @@ def bare_loop(clips: torch.Tensor, preset_name: str, epochs: int, threads: int) 
     rates = []
     for _ in range(epochs):
         order = torch.randperm(len(clips), generator=generator)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(steps):
             x, target = clip_inputs(clips[order[i * batch : (i + 1) * batch]], cfg)
             out = model(x)  # updates the memory with this batch's queries
@@ -63,14 +77,15 @@ def bare_loop(clips: torch.Tensor, preset_name: str, epochs: int, threads: int) 
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
-        rates.append(steps * batch / (time.perf_counter() - start))
-    return float(np.mean(rates[1:] if len(rates) > 1 else rates))
+        n = steps * batch
+        rates.append((n / (time.perf_counter() - start), n / (time.process_time() - cpu)))
+    return Rate(*np.mean(rates[1:] if len(rates) > 1 else rates, axis=0))
 
 
 def ray_train(
     data: str, preset: str, epochs: int, workers: int, cpus: float, work: Path
-) -> tuple[float, float]:
-    """(steady clips/s, end-to-end clips/s) of run_train with ``workers`` workers."""
+) -> tuple[Rate, float]:
+    """(steady rate, end-to-end clips/s) of run_train with ``workers`` workers."""
     start = time.perf_counter()
     result = run_train(
         TrainConfig(
@@ -85,9 +100,12 @@ def ray_train(
         )
     )
     wall = time.perf_counter() - start
-    rates = [r["clips_per_s"] for r in result.epochs]
-    steady = float(np.mean(rates[1:] if len(rates) > 1 else rates))
-    return steady, sum(r["clips"] for r in result.epochs) / wall
+    steady = result.epochs[1:] or result.epochs
+    rate = Rate(
+        float(np.mean([r["clips_per_s"] for r in steady])),
+        float(np.mean([r["clips"] / r["cpu_seconds"] for r in steady])),
+    )
+    return rate, sum(r["clips"] for r in result.epochs) / wall
 
 
 def main() -> None:
@@ -109,22 +127,32 @@ def main() -> None:
         f"{len(clips)} clips {tuple(clips.shape[1:])}, preset {preset.name}, batch "
         f"{preset.optim.batch_size}, {args.epochs} epochs, {args.threads} thread(s) a process"
     )
-    base = bare_loop(clips, args.preset, args.epochs, threads=args.threads)
-    print(f"bare PyTorch loop, 1 process: {base:8.1f} clips/s", flush=True)
-    cpus = max(args.workers) * args.threads
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    before = bare_loop(clips, args.preset, args.epochs, threads=args.threads)
+    print(f"bare PyTorch loop (before): {before.wall:7.1f} clips/s, {before.cpu:7.1f} clips/CPU-s")
+    ray.init(
+        num_cpus=max(args.workers) * args.threads, include_dashboard=False, log_to_driver=False
+    )
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
         for workers in args.workers:
-            steady, end_to_end = ray_train(
+            runs[workers] = ray_train(
                 args.data, args.preset, args.epochs, workers, args.threads, Path(tmp)
             )
+            rate, end_to_end = runs[workers]
             print(
-                f"Ray Train {workers} worker(s):    {steady:8.1f} clips/s "
-                f"(ratio {steady / base:.2f}); end to end {end_to_end:.1f} clips/s "
-                f"(ratio {end_to_end / base:.2f})",
+                f"Ray Train, {workers} worker(s):  {rate.wall:7.1f} clips/s, "
+                f"{rate.cpu:7.1f} clips/CPU-s; end to end {end_to_end:.1f} clips/s",
                 flush=True,
             )
     ray.shutdown()
+    after = bare_loop(clips, args.preset, args.epochs, threads=args.threads)
+    print(f"bare PyTorch loop (after):  {after.wall:7.1f} clips/s, {after.cpu:7.1f} clips/CPU-s")
+    base = Rate((before.wall + after.wall) / 2, (before.cpu + after.cpu) / 2)
+    for workers, (rate, end_to_end) in runs.items():
+        print(
+            f"ratio to the baseline, {workers} worker(s): {rate.wall / base.wall:.2f} (clips/s), "
+            f"{rate.cpu / base.cpu:.2f} (clips/CPU-s), {end_to_end / base.wall:.2f} (end to end)"
+        )
 
 
 if __name__ == "__main__":
