@@ -588,10 +588,9 @@ def run_spec(config: RunSpecConfig) -> int:
     log = None if config.quiet else _printer(progress)
     with (
         contextlib.redirect_stdout(progress),
-        ray_connection(config.address, config.quiet) as started,
+        RayConnection(config.address, config.quiet, config.wait_for_nodes) as ray_,
     ):
-        wait = 0.0 if started else config.wait_for_nodes  # a Ray of our own cannot grow
-        result = run_job(spec, config.force, config.probe, log, wait_for_nodes=wait)
+        result = run_job(spec, config.force, config.probe, log, ray_)
     if config.json:
         print(json.dumps(result.to_json(), default=str), flush=True)
     else:
@@ -606,31 +605,64 @@ def _printer(stream: io.TextIOBase | Any) -> Any:
     return log
 
 
-@contextlib.contextmanager
-def ray_connection(address: str | None, quiet: bool) -> Iterator[bool]:
-    """One Ray for the whole job: the one this process is connected to; else ``address``
+class RayConnection:
+    """One Ray for the whole job, joined when a stage first needs it (a job whose stages are
+    all complete starts none): the Ray this process is connected to; else ``address``
     (None: $RAY_ADDRESS, else the cluster `ray start` began on this machine, else a new local
-    Ray, which is shut down at the end). Yields whether it started a Ray of its own."""
-    import ray
-    import ray.data
+    Ray, shut down at the end).
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-    context = ray.data.DataContext.get_current()
-    bars = context.enable_progress_bars
-    context.enable_progress_bars = bars and not quiet
-    try:
-        yield started and _started_a_local_ray()
-    finally:
-        context.enable_progress_bars = bars
-        if started:
+    ``ensure()`` returns how long training may wait for an autoscaler to add nodes:
+    ``wait_for_nodes`` on a running cluster, 0 on a Ray of our own, which cannot grow.
+    """
+
+    def __init__(self, address: str | None, quiet: bool, wait_for_nodes: float = 0.0):
+        self.address = address
+        self.quiet = quiet
+        self.wait_for_nodes = wait_for_nodes
+        self._started = False
+        self._grows = False
+        self._restore: list[Any] = []
+
+    def __enter__(self) -> RayConnection:
+        return self
+
+    def ensure(self) -> float:
+        import ray
+        import ray.data
+
+        if self._restore:
+            return self.wait_for_nodes if self._grows else 0.0
+        if not ray.is_initialized():
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+            self._started = True
+        self._grows = not _started_a_local_ray()
+        context = ray.data.DataContext.get_current()
+        bars = context.enable_progress_bars
+        context.enable_progress_bars = bars and not self.quiet
+        self._restore.append(lambda: setattr(context, "enable_progress_bars", bars))
+        # Each stage prints its own progress lines: Ray Data's executor reports go (they
+        # repeat every few seconds), and with --quiet MLflow's store set-up messages too.
+        names = ("ray.data", "mlflow") if self.quiet else ("ray.data",)
+        for name in names:
+            logger = logging.getLogger(name)
+            self._restore.append(lambda logger=logger, level=logger.level: logger.setLevel(level))
+            logger.setLevel(logging.WARNING)
+        return self.wait_for_nodes if self._grows else 0.0
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        for undo in reversed(self._restore):
+            undo()
+        self._restore.clear()
+        if self._started:
             ray.shutdown()
+            self._started = False
 
 
 def _started_a_local_ray() -> bool:
@@ -647,26 +679,29 @@ def run_job(
     force: tuple[str, ...] = (),
     probe: Any = None,
     log: Any = None,
-    wait_for_nodes: float = 0.0,
+    ray_: RayConnection | None = None,
 ) -> JobResult:
-    """Run the stages of ``spec`` in turn on the Ray this process is connected to (or one
-    each stage starts); ``log(message)`` hears what is skipped and why. With
-    ``wait_for_nodes`` > 0, training first asks the cluster's autoscaler for its workers'
-    resources and waits up to that many seconds for them."""
+    """Run the stages of ``spec`` in turn; ``log(message)`` hears what is skipped and why.
+
+    ``ray_`` joins Ray when a stage first needs it (without one, each stage uses the Ray this
+    process is connected to or starts its own). On a cluster that can grow, training first
+    asks the autoscaler for its workers' resources.
+    """
     say = log or (lambda message: None)
     t0 = time.perf_counter()
     stages: list[StageOutcome] = []
     if spec.synth is not None:
         stages.append(_synth_stage(spec.synth, "synth" in force, say))
-    ingest = _ingest_stage(spec.ingest, "ingest" in force, say)
+    connect = ray_.ensure if ray_ is not None else (lambda: 0.0)
+    ingest = _ingest_stage(spec.ingest, "ingest" in force, say, connect)
     stages.append(ingest)
     model = spec.score_model
     if spec.train is not None:
-        train = _train_stage(spec, "train" in force, probe, say, wait_for_nodes)
+        train = _train_stage(spec, "train" in force, probe, say, connect)
         stages.append(train)
         model = train.detail["model_uri"]
     assert model is not None  # parse_spec: score.model is required without a train section
-    stages.extend(_score_stages(spec, model, "score" in force, say))
+    stages.extend(_score_stages(spec, model, "score" in force, say, connect))
     return JobResult(
         spec=spec.path,
         name=spec.name,
@@ -695,7 +730,7 @@ def _synth_stage(config: SynthConfig, force: bool, say: Any) -> StageOutcome:
     return StageOutcome("synth", "ran", time.perf_counter() - t0, detail)
 
 
-def _ingest_stage(config: IngestConfig, force: bool, say: Any) -> StageOutcome:
+def _ingest_stage(config: IngestConfig, force: bool, say: Any, connect: Any) -> StageOutcome:
     from pipelines.ingest import run_ingest
 
     t0 = time.perf_counter()
@@ -705,6 +740,7 @@ def _ingest_stage(config: IngestConfig, force: bool, say: Any) -> StageOutcome:
         detail = {"data": config.out, "exit_status": 0}
         return StageOutcome("ingest", "skipped", time.perf_counter() - t0, detail)
     say(f"ingest: {config.source} -> {config.out} ({reason})")
+    connect()
     status = run_ingest(config)
     summary = read_json(schema.join(config.out, schema.SUMMARY_FILE)) or {}
     detail = {
@@ -716,9 +752,7 @@ def _ingest_stage(config: IngestConfig, force: bool, say: Any) -> StageOutcome:
     return StageOutcome("ingest", "ran", time.perf_counter() - t0, detail)
 
 
-def _train_stage(
-    spec: JobSpec, force: bool, probe: Any, say: Any, wait_for_nodes: float
-) -> StageOutcome:
+def _train_stage(spec: JobSpec, force: bool, probe: Any, say: Any, connect: Any) -> StageOutcome:
     from pipelines.train import run_train
 
     assert spec.train is not None
@@ -739,7 +773,7 @@ def _train_stage(
         _delete_tree(run_dir)  # state of a start that died before its run record: nothing to keep
     say(f"train: {'resuming' if resume else 'starting'} run {name}")
     config = dataclasses.replace(spec.train, name=name, resume=resume, probe=probe)
-    with cluster_grown_for(config, wait_for_nodes, say):
+    with cluster_grown_for(config, connect(), say):
         result = run_train(config)
     detail = {
         "run_name": name,
@@ -790,7 +824,9 @@ def cluster_grown_for(config: TrainConfig, timeout_s: float, say: Any) -> Iterat
         request_resources(bundles=[])
 
 
-def _score_stages(spec: JobSpec, model: str, force: bool, say: Any) -> list[StageOutcome]:
+def _score_stages(
+    spec: JobSpec, model: str, force: bool, say: Any, connect: Any
+) -> list[StageOutcome]:
     from pipelines.score import SUMMARY_FILE, run_score
     from pipelines.tracking import resolve_model
 
@@ -831,6 +867,7 @@ def _score_stages(spec: JobSpec, model: str, force: bool, say: Any) -> list[Stag
             outcomes.append(StageOutcome("score", "skipped", time.perf_counter() - t0, detail))
             continue
         say(f"score ({config.memory}): {pinned} on {config.data} -> {out}")
+        connect()
         result = run_score(config)
         detail = {
             "memory": config.memory,
