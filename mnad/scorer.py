@@ -10,8 +10,9 @@ The encoder does not depend on the memory, so it runs once per batch of clips. T
 reads the memory, which may change after every frame; it still runs batched: a chunk of
 frames is decoded with the current memory, the frames up to and including the first one that
 updates the memory are kept (their reads were exact), and decoding resumes after it with the
-updated memory. The chunk size adapts to how often updates happen. The result equals decoding
-frame by frame, as the paper's code does.
+updated memory. The chunk size follows the gap between updates (carried from call to call),
+so frequent updates waste little decoding and rare ones batch fully. The result equals
+decoding frame by frame, as the paper's code does.
 
 Options beyond the paper: ``granularity="batch"`` updates the memory once per batch, from
 the queries of all of its frames that pass the gate (faster, not the paper's numbers);
@@ -73,10 +74,12 @@ class StreamingScorer:
         self.model.eval()
         self.initial_items = self.model.memory.items.detach().clone()
         self.items = self.initial_items.clone()
+        self._chunk = self.max_chunk
 
     def reset(self) -> None:
         """Back to the memory the scorer started with (per-video scoring)."""
         self.items = self.initial_items.clone()
+        self._chunk = self.max_chunk
 
     @torch.no_grad()
     def score(self, inputs: Tensor, targets: Tensor) -> FrameScores:
@@ -117,20 +120,23 @@ class StreamingScorer:
     def _score_frames(self, encoded: Encoded, targets: Tensor) -> FrameScores:
         n = targets.shape[0]
         parts: list[FrameScores] = []
-        start, chunk = 0, self.max_chunk
+        start = 0
         while start < n:
-            stop = min(n, start + chunk)
+            stop = min(n, start + self._chunk)
             queries, result = self._decode(encoded.select(slice(start, stop)), targets[start:stop])
             hits = np.flatnonzero(result.updated)
             if hits.size == 0:
                 parts.append(result)
                 start = stop
-                chunk = min(self.max_chunk, chunk * 2)
+                self._chunk = min(self.max_chunk, self._chunk * 2)
                 continue
             keep = int(hits[0]) + 1  # frames up to the first update read the right memory
             parts.append(FrameScores(*(a[:keep] for a in result)))
             per_frame = queries.reshape(stop - start, -1, queries.shape[1])  # (b, hw, c)
             self.items = mem.updated_items(per_frame[keep - 1], self.items)
             start += keep
-            chunk = max(1, min(self.max_chunk, 2 * keep))
+            # The next chunk spans the gap just seen between updates: when every frame
+            # updates it falls to 1 and no decoding is wasted; when updates are rare it
+            # doubles back up to max_chunk.
+            self._chunk = keep
         return FrameScores.concat(parts)
