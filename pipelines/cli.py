@@ -45,6 +45,18 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_score",
         "score every frame of a split or archive with a trained model; write the report",
     ),
+    "run": (
+        "pipelines.spec",
+        "RunSpecConfig",
+        "run_spec",
+        "run a whole job (ingest, train, score) described by one YAML file",
+    ),
+    "demo": (
+        "pipelines.demo",
+        "DemoConfig",
+        "run_demo",
+        "synthesise videos, ingest, train, register, score and report, under ./mnad-runs",
+    ),
     "ui": (
         "pipelines.tracking",
         "UiConfig",
