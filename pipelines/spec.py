@@ -43,6 +43,12 @@ When is a stage complete (so skipped)?
   ``summary.json`` names that model version and mode. A partial one resumes, video by video.
 
 ``--force STAGE`` runs a stage again regardless (train and score first delete their state).
+
+Ray: the job joins one Ray when a stage first needs it (a job whose stages are all complete
+starts none): $RAY_ADDRESS (set for a driver that `ray job submit` started), else the cluster
+that `ray start` began on this machine, else a new local Ray (``--address`` chooses). On a
+running cluster, training first asks the autoscaler for its workers' resources and waits for
+them (``--wait-for-nodes``), since a cluster that scales from zero has no GPU until asked.
 """
 
 from __future__ import annotations
