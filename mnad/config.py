@@ -208,7 +208,7 @@ PRESETS: dict[str, Preset] = {
         ModelConfig(
             task="pred", height=64, width=64, channels=1, input_frames=4, width_mult=0.25
         ),
-        OptimConfig(lr=2e-4, batch_size=8, epochs=10),
+        OptimConfig(lr=2e-4, batch_size=8, epochs=20),
     ),
 }
 
