@@ -330,7 +330,7 @@ def ingest_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
 # --- the driver -----------------------------------------------------------------------------
 
 
-def _settings(config: IngestConfig) -> dict[str, Any]:
+def ingest_settings(config: IngestConfig) -> dict[str, Any]:
     """What must not change between runs for earlier shards to be reused."""
     return {
         "dataset": config.dataset_name,
@@ -347,7 +347,7 @@ def _previous_rows(config: IngestConfig) -> dict[tuple[str, str], dict]:
             old = json.loads(f.read())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-    if old.get("settings") != _settings(config):
+    if old.get("settings") != ingest_settings(config):
         return {}
     manifest = read_manifest(config.out)
     if manifest is None:
@@ -402,7 +402,7 @@ def summarize(
         "height": height,
         "width": width,
         "channels": config.channels,
-        "settings": _settings(config),
+        "settings": ingest_settings(config),
         "splits": splits,
         "ingested": sum(1 for r in rows if r["status"] == STATUS_OK),
         "skipped": sum(1 for r in rows if r["status"] == STATUS_SKIPPED),

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import schema
+from pipelines.clips import video_clips
 from pipelines.errors import UserError
 
 MemoryMode = Literal["paper", "per-video"]
@@ -143,47 +144,27 @@ def to_model_frames(frames: np.ndarray, channels: int) -> Any:
     return x.float().div_(127.5).sub_(1.0)
 
 
-def iter_video_chunks(
-    shard: str, chunk: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """A shard's frames in order, in chunks: (frame_index (n,), label (n,), frames (n,H,W,C))."""
-    fs, path = schema.resolve(shard)
-    pf = pq.ParquetFile(path, filesystem=fs)
-    shape = schema.shape_from_schema(pf.schema_arrow)
-    for batch in pf.iter_batches(batch_size=chunk, columns=["frame_index", "label", "frame"]):
-        yield (
-            batch.column("frame_index").to_numpy(),
-            batch.column("label").to_numpy(),
-            schema.frames_to_numpy(batch.column("frame"), shape),
-        )
-
-
 def iter_clips(
     shard: str, clip_length: int, channels: int, batch: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, Any, Any]]:
-    """One video's clips in order, ``batch`` at a time, reading the shard in bounded chunks.
+    """One video's clips in order, about ``batch`` at a time, as model inputs.
 
-    Yields (frame_index, label, inputs, targets) of the frame each clip predicts:
-    inputs (b, (T-1)*C, H, W) and targets (b, C, H, W) for prediction, or the frame itself
-    twice for reconstruction (T = 1). The first T-1 frames of a video get no clip.
+    Yields (frame_index, label, inputs, targets) for the frame each clip ends on:
+    inputs (b, (T-1)*C, H, W) and targets (b, C, H, W) on [-1, 1] for prediction, or the
+    frame itself twice for reconstruction (T = 1). The first T-1 frames get no clip.
     """
     import torch
 
-    carry: Any = None  # the last T-1 frames of the previous chunk, (T-1, C, H, W)
-    for index, label, frames in iter_video_chunks(shard, batch):
-        x = to_model_frames(frames, channels)  # (n, C, H, W)
-        if carry is not None:
-            x = torch.cat([carry, x])
-        n_clips = x.shape[0] - clip_length + 1
-        if n_clips > 0:
-            offsets = torch.arange(n_clips)[:, None] + torch.arange(clip_length)[None]  # (b, T)
-            clips = x[offsets]  # (b, T, C, H, W)
-            targets = clips[:, -1]  # (b, C, H, W)
-            inputs = clips[:, :-1] if clip_length > 1 else clips
-            inputs = inputs.reshape(n_clips, -1, *x.shape[2:])  # (b, (T-1)*C, H, W)
-            keep = len(index) - n_clips
-            yield index[keep:], label[keep:], inputs, targets
-        carry = x[-(clip_length - 1) :] if clip_length > 1 else None  # all of x if shorter
+    for part in video_clips(shard, clip_length, chunk_frames=batch):
+        x = torch.from_numpy(part.clips)  # (b, T*c, H, W) uint8
+        b, _, h, w = x.shape
+        x = x.reshape(b, clip_length, -1, h, w)  # (b, T, c, H, W)
+        if x.shape[2] != channels:
+            x = x.expand(-1, -1, channels, -1, -1)  # grey data, 3-channel model
+        x = x.float().div_(127.5).sub_(1.0)
+        targets = x[:, -1]  # (b, C, H, W)
+        inputs = x[:, :-1] if clip_length > 1 else x
+        yield part.frame_index, part.label, inputs.reshape(b, -1, h, w), targets
 
 
 # --- the Ray Data stage ----------------------------------------------------------------------

@@ -431,13 +431,13 @@ def _delete_tree(uri: str) -> None:
 
 def ingest_incomplete(config: IngestConfig) -> str | None:
     """Why DATA does not yet hold all of the source at these settings; None if it does."""
-    from pipelines.ingest import _settings
+    from pipelines.ingest import ingest_settings
     from pipelines.layouts import discover
 
     summary = read_json(schema.join(config.out, schema.SUMMARY_FILE))
     if summary is None:
         return "no summary.json yet"
-    if summary.get("source") != config.source or summary.get("settings") != _settings(config):
+    if summary.get("source") != config.source or summary.get("settings") != ingest_settings(config):
         return "the source or the settings changed"
     if summary.get("failed"):
         return f"{len(summary['failed'])} video(s) failed last time"

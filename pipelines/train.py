@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -104,6 +105,10 @@ class TrainConfig:
         default=None,
         metadata=_help("MLflow store (default: $MLFLOW_TRACKING_URI, else mnad-runs/mlflow.db)"),
     )
+    alias: str | None = field(
+        default=None,
+        metadata=_help("alias to set on the registered version too, e.g. champion"),
+    )
     output: str = field(
         default="mnad-runs",
         metadata=_help("folder (or URI) for Ray Train's checkpoints, under OUTPUT/train/NAME"),
@@ -135,6 +140,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.data:
             raise UserError("DATA is empty")
+        if self.alias is not None and (
+            not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,254}", self.alias)
+            or self.alias == "latest"
+            or re.fullmatch(r"[vV]\d+", self.alias)
+        ):
+            raise UserError(
+                f"--alias {self.alias!r}: use letters, digits, '_' and '-', starting with a "
+                "letter; 'latest' and v<number> are reserved by MLflow"
+            )
         for name, low in (("workers", 1), ("keep_checkpoints", 1), ("checkpoint_every", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -642,11 +656,15 @@ def run_train(config: TrainConfig) -> TrainResult:
             history = list(result.return_value or progress.records)
             with result.checkpoint.as_directory() as final:
                 run.log_artifacts(final, "checkpoint")
-                info = _register(run, final, f"mnad-{summary.dataset}", preset.optim.epochs)
+                aliases = ("latest",) + ((config.alias,) if config.alias else ())
+                info = _register(
+                    run, final, f"mnad-{summary.dataset}", preset.optim.epochs, aliases
+                )
             checkpoint_path = result.checkpoint.path
     if not config.quiet:
         print(
-            f"mnad train: registered {info.uri} (alias latest); MLflow run {run.run_id}; "
+            f"mnad train: registered {info.uri} (aliases {', '.join(aliases)}); "
+            f"MLflow run {run.run_id}; "
             f"checkpoint {checkpoint_path}",
             flush=True,
         )
@@ -763,10 +781,12 @@ class _Progress:
         )
 
 
-def _register(run: Any, checkpoint: str, model_name: str, step: int) -> Any:
+def _register(
+    run: Any, checkpoint: str, model_name: str, step: int, aliases: tuple[str, ...]
+) -> Any:
     from pipelines.tracking import register_checkpoint
 
-    return register_checkpoint(run, checkpoint, model_name, aliases=("latest",), step=step)
+    return register_checkpoint(run, checkpoint, model_name, aliases=aliases, step=step)
 
 
 def _duration(seconds: float) -> str:
