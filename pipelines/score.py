@@ -332,7 +332,7 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     # (and the float arithmetic of each actor's threads) the same way.
     cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
     paper = config.memory == "paper"
-    actors = 1 if paper else (config.actors or cpus)
+    actors = 1 if paper else max(1, min(config.actors or cpus, len(tasks)))
     threads = max(1, cpus // actors)
     _log(config, f"{len(tasks)} videos of {config.data} ({config.split}), {actors} actor(s)")
 
@@ -350,7 +350,7 @@ def run_score(config: ScoreConfig) -> ScoreResult:
             "threads": threads,
         },
         batch_size=None if paper else 1,
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads,
     )
     outcomes: list[dict[str, Any]] = []
