@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import re
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pipelines.decode import DecodeError, DecodeSpec, FrameReader
 from pipelines.errors import UserError
 from pipelines.labels import FrameLabels, LabelError
 from pipelines.layouts import LAYOUTS, Discovery, VideoSource, discover
+from pipelines.ray_session import ray_session
 from pipelines.schema import (
     LABEL_ANOMALOUS,
     LABEL_NORMAL,
@@ -414,27 +414,6 @@ def summarize(
         "seconds": round(seconds, 3),
         "frames_per_second": round(decoded / seconds, 1) if seconds > 0 else None,
     }
-
-
-@contextlib.contextmanager
-def ray_session(quiet: bool) -> Iterator[None]:
-    """Use the Ray that is running (or RAY_ADDRESS), else start a local one for this run."""
-    import ray
-    import ray.data  # noqa: F401  (configures its loggers on import, before the level below)
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(include_dashboard=False, log_to_driver=not quiet, logging_level=logging.WARNING)
-    data_logger = logging.getLogger("ray.data")
-    level = data_logger.level
-    if quiet:
-        data_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        data_logger.setLevel(level)
-        if started:
-            ray.shutdown()
 
 
 def _run_tasks(

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from pipelines import schema
 from pipelines.clips import video_clips
 from pipelines.errors import UserError
+from pipelines.ray_session import ray_session
 
 MemoryMode = Literal["paper", "per-video"]
 
@@ -310,24 +311,12 @@ def _check_model_fits(preset: Any, shape: schema.FrameShape, data: str) -> None:
         )
 
 
-def run_score(config: ScoreConfig) -> ScoreResult:
-    """Score every video of the split and write scores, summary, report and MLflow run."""
+def _score_videos(
+    config: ScoreConfig, tasks: list[VideoTask], checkpoint_dir: str, dataset: str
+) -> tuple[list[dict[str, Any]], float]:
+    """Run the scoring actors over every video; their outcomes and the seconds it took."""
     import ray
 
-    from mnad.checkpoint import load_checkpoint
-    from pipelines import tracking
-
-    summary = schema.validate_data(config.data, splits=(config.split,))
-    uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    tracking.check_tracking(uri)
-    resolved = tracking.resolve_model(config.model, uri)
-    preset = load_checkpoint(resolved.checkpoint_dir).preset
-    assert summary.shape is not None  # validate_data guarantees one frame size
-    _check_model_fits(preset, summary.shape, config.data)
-    tasks = _tasks(config.data, config.split, config.out)
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=not config.quiet)
     # From the cluster's size, not what is free right now, so that a rerun splits the work
     # (and the float arithmetic of each actor's threads) the same way.
     cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
@@ -342,8 +331,8 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     outcomes_ds = ds.map_batches(
         VideoScorer,
         fn_constructor_kwargs={
-            "checkpoint_dir": resolved.checkpoint_dir,
-            "dataset": summary.dataset,
+            "checkpoint_dir": checkpoint_dir,
+            "dataset": dataset,
             "reset_per_video": not paper,
             "granularity": config.granularity,
             "batch_size": config.batch_size,
@@ -361,7 +350,25 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         else:
             _log(config, f"[{len(outcomes)}/{len(tasks)}] {row['video_id']}: {row['status']}"
                  f" ({row['frames']} frames)")
-    seconds = time.perf_counter() - t0
+    return outcomes, time.perf_counter() - t0
+
+
+def run_score(config: ScoreConfig) -> ScoreResult:
+    """Score every video of the split and write scores, summary, report and MLflow run."""
+    from mnad.checkpoint import load_checkpoint
+    from pipelines import tracking
+
+    summary = schema.validate_data(config.data, splits=(config.split,))
+    uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    tracking.check_tracking(uri)
+    resolved = tracking.resolve_model(config.model, uri)
+    preset = load_checkpoint(resolved.checkpoint_dir).preset
+    assert summary.shape is not None  # validate_data guarantees one frame size
+    _check_model_fits(preset, summary.shape, config.data)
+    tasks = _tasks(config.data, config.split, config.out)
+
+    with ray_session(config.quiet):
+        outcomes, seconds = _score_videos(config, tasks, resolved.checkpoint_dir, summary.dataset)
     scored_now = sum(int(r["frames"]) for r in outcomes)
     failed = [str(r["error"]) for r in outcomes if r["status"] == "failed"]
     skipped = [str(r["error"]) for r in outcomes if r["status"] == "too_short"]

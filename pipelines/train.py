@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -53,6 +53,7 @@ from mnad.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnad.config import ModelConfig, Preset, get_preset
 from mnad.network import MNAD, TrainOutput, build_model
 from pipelines.errors import UserError
+from pipelines.ray_session import ray_session
 
 if TYPE_CHECKING:
     import ray.train
@@ -631,7 +632,7 @@ def run_train(config: TrainConfig) -> TrainResult:
     name = record.name if record else (config.name or _default_name(summary.dataset, preset))
     if record is None:
         _check_new_name(storage, name)
-    with _ray_session(config.quiet):
+    with ray_session(config.quiet, log_to_driver=False):
         _check_placement(config)
         clips = training_clips(
             config.data,
@@ -832,23 +833,6 @@ def _check_enough_clips(clips: int, batch_size: int, workers: int) -> None:
             f"{clips} training clips are fewer than one batch of {batch_size}: "
             "pass a smaller --batch-size or more data"
         )
-
-
-@contextmanager
-def _ray_session(quiet: bool) -> Iterator[None]:
-    """The Ray that is running (or RAY_ADDRESS), else a local one for this run."""
-    import logging
-
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # --- run names, records and --resume --------------------------------------------------------
