@@ -14,6 +14,7 @@ stubs' state. Nothing of the foreign package is imported, and no foreign code ru
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickletools
 import re
@@ -186,19 +187,15 @@ def infer_model_config(
     width_mult = int(first.shape[0]) / 64
     task = "recon" if up.shape[0] == up.shape[1] else "pred"
     base = PRESETS["paper-recon" if task == "recon" else "paper-pred"].model
-    input_frames = int(first.shape[1]) // channels
-    return ModelConfig(
-        task=task,
+    # Losses, alpha and threshold are not in the file: the paper's values for the task.
+    return dataclasses.replace(
+        base,
         height=height,
         width=width,
         channels=channels,
-        input_frames=input_frames,
+        input_frames=int(first.shape[1]) // channels,
         width_mult=width_mult,
         memory_size=memory_size,
-        lambda_compact=base.lambda_compact,
-        lambda_separate=base.lambda_separate,
-        alpha=base.alpha,
-        update_threshold=base.update_threshold,
     )
 
 
