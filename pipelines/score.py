@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines import schema
@@ -212,10 +213,10 @@ class VideoScorer:
         from mnad import scores
 
         t0 = time.perf_counter()
-        fs, part = schema.resolve(task.part)
-        if fs.get_file_info(part).type == schema.pafs.FileType.File:
+        if _exists(task.part):
             # Scored by an earlier run: in paper mode take up the memory it left.
             if not self.reset_per_video:
+                fs, part = schema.resolve(task.part)
                 meta = pq.read_schema(part, filesystem=fs).metadata or {}
                 items = json.loads(meta[b"mnad.items_after"])
                 self.scorer.items = torch.tensor(items, dtype=self.scorer.items.dtype)
@@ -408,7 +409,7 @@ def run_score(config: ScoreConfig) -> ScoreResult:
 
 def _exists(uri: str) -> bool:
     fs, path = schema.resolve(uri)
-    return fs.get_file_info(path).type == schema.pafs.FileType.File
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def combine_parts(out: str, tasks: list[VideoTask]) -> pa.Table:
@@ -520,8 +521,6 @@ def write_score_report(
 ) -> str | None:
     """The plots and HTML page of a scoring job, under SCORES/report; returns a local path."""
     import tempfile
-
-    import pyarrow.fs as pafs
 
     from pipelines.report import pooled_roc, write_report
 
