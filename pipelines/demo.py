@@ -2,7 +2,7 @@
 
 The demo is a built-in job spec (:data:`DEMO_SPEC`, the same as ``examples/synthetic.yaml``)
 written to ``OUT/demo.yaml`` and run by :func:`pipelines.spec.run_spec`: a synthetic street
-scene of real video files (``mnad synth``, size ``demo``), ingested at 64x64 grey, the
+scene of real video files (``mnad synth``, size ``demo``), ingested at 96x96 grey, the
 ``small`` preset trained by 2 Ray Train workers and registered in MLflow, the test videos
 scored, the report written. Everything lands under OUT (``./mnad-runs`` by default), the
 MLflow store at ``OUT/mlflow.db`` (where ``mnad ui`` looks by default), and the run ends with
@@ -31,7 +31,7 @@ synth:
   size: demo          # 8 training and 6 test videos of 240 frames, 128x128
   seed: 0
 ingest:
-  size: [64, 64]
+  size: [96, 96]
   channels: 1
   dataset: synth
 train:

@@ -83,7 +83,7 @@ ROC_FIGSIZE = (4.0, 4.0)
 DPI = 80
 PICTURE_MIN_HEIGHT = 128
 """Segment pictures smaller than this (pixels) are enlarged by an integer nearest-neighbour
-factor, so the 64x64 frames of the CPU preset stay legible."""
+factor, so the 96x96 frames of the CPU preset stay legible."""
 PICTURE_GAP = 4
 """White pixels between the three panels of a segment picture."""
 ERROR_CMAP = "inferno"

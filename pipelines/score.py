@@ -1,7 +1,7 @@
 """`mnad score`: per-frame anomaly scores of a whole split or archive, as a Ray Data job.
 
 ```
-DATA/<split>/*.parquet ──Ray Data: one VideoScorer actor per CPU──▶ SCORES/parts/<video>.parquet
+DATA/<split>/*.parquet ──Ray Data: VideoScorer actors, CPUs or GPUs──▶ SCORES/parts/*.parquet
 SCORES/parts ──▶ SCORES/frames.parquet, SCORES/summary.json, SCORES/report/ ──▶ MLflow run
 ```
 
@@ -13,11 +13,14 @@ Memory modes:
 - ``paper``: the memory is carried across all videos in sorted order, as the paper's
   evaluation does; one actor scores them in turn. For exact reproduction.
 
-Each actor loads the model once and runs each video's clips through
-``mnad.scorer.StreamingScorer`` in batches (the encoder always batched; the decoder batched
-too, exactly). A finished video is written to its own part file atomically, so a job that is
-interrupted and run again skips the videos already scored (in ``paper`` mode it also restores
-the memory each finished video left) and ends with the same output, without duplicate rows.
+Each actor loads the model once, folds its BatchNorms into the convolutions (the same scores
+to float rounding) and runs each video's clips through ``mnad.scorer.StreamingScorer`` in
+batches (the encoder always batched; the decoder batched too, exactly). ``--gpus-per-actor``
+puts the actors on GPUs (fractions share one); ``--precision bf16`` runs the convolutions
+under bfloat16 autocast, faster where the hardware has it, at the cost of bit-exactness.
+A finished video is written to its own part file atomically, so a job that is interrupted
+and run again skips the videos already scored (in ``paper`` mode it also restores the memory
+each finished video left) and ends with the same output, without duplicate rows.
 """
 
 from __future__ import annotations
@@ -86,7 +89,19 @@ class ScoreConfig:
     split: Literal["test", "train"] = field(default="test", metadata={"help": "split to score"})
     batch_size: int = field(default=32, metadata={"help": "clips per batched forward pass"})
     actors: int = field(
-        default=0, metadata={"help": "scoring actors in per-video mode (0: one per CPU)"}
+        default=0,
+        metadata={"help": "scoring actors in per-video mode (0: one per CPU, or per GPU)"},
+    )
+    gpus_per_actor: float = field(
+        default=0.0,
+        metadata={"help": "GPUs each scoring actor reserves; > 0 scores on GPUs (CUDA)"},
+    )
+    precision: Literal["fp32", "bf16"] = field(
+        default="fp32",
+        metadata={
+            "help": "fp32: the paper's numbers; bf16: convolutions under bfloat16 autocast "
+            "(faster on GPUs and bf16 CPUs; scores differ slightly)"
+        },
     )
     experiment: str | None = field(
         default=None, metadata={"help": "MLflow experiment (default: the dataset name)"}
@@ -107,6 +122,10 @@ class ScoreConfig:
             raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.actors < 0:
             raise UserError(f"--actors must be >= 0, not {self.actors}")
+        if not self.gpus_per_actor >= 0:
+            raise UserError(f"--gpus-per-actor must be >= 0, not {self.gpus_per_actor}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"--precision must be 'fp32' or 'bf16', not {self.precision!r}")
 
 
 @dataclass
@@ -187,15 +206,25 @@ class VideoScorer:
         granularity: str,
         batch_size: int,
         threads: int = 1,
+        device: str = "cpu",
+        precision: str = "fp32",
     ):
         import torch
 
         from mnad.checkpoint import load_model
+        from mnad.network import fold_batchnorm
         from mnad.scorer import StreamingScorer
 
         torch.set_num_threads(max(1, threads))
-        self.model, self.preset = load_model(checkpoint_dir)
-        self.scorer = StreamingScorer(self.model, granularity=granularity)  # type: ignore[arg-type]
+        model, self.preset = load_model(checkpoint_dir)
+        # BatchNorm folded into the convs: one pass over the activations less, the same
+        # scores to float rounding (tests/test_parity.py runs the paper's fixture through it).
+        self.model = fold_batchnorm(model).to(device)
+        self.scorer = StreamingScorer(
+            self.model,
+            granularity=granularity,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
+        )
         self.dataset = dataset
         self.reset_per_video = reset_per_video
         self.batch_size = batch_size
@@ -219,7 +248,9 @@ class VideoScorer:
                 fs, part = schema.resolve(task.part)
                 meta = pq.read_schema(part, filesystem=fs).metadata or {}
                 items = json.loads(meta[b"mnad.items_after"])
-                self.scorer.items = torch.tensor(items, dtype=self.scorer.items.dtype)
+                self.scorer.items = torch.tensor(
+                    items, dtype=self.scorer.items.dtype, device=self.scorer.device
+                )
             return VideoOutcome(task.video_id, "resumed", 0, 0.0)
         if self.reset_per_video:
             self.scorer.reset()
@@ -320,11 +351,24 @@ def _score_videos(
 
     # From the cluster's size, not what is free right now, so that a rerun splits the work
     # (and the float arithmetic of each actor's threads) the same way.
-    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    resources = ray.cluster_resources()
+    cpus = int(resources.get("CPU", 1)) or 1
     paper = config.memory == "paper"
-    actors = 1 if paper else max(1, min(config.actors or cpus, len(tasks)))
+    gpu = config.gpus_per_actor > 0
+    default_actors = cpus
+    if gpu:
+        have = resources.get("GPU", 0.0)
+        if config.gpus_per_actor > have + 1e-9:
+            raise UserError(
+                f"--gpus-per-actor {config.gpus_per_actor:g}: the Ray cluster has {have:g} "
+                "GPUs; score on CPUs (--gpus-per-actor 0) or join GPU nodes"
+            )
+        default_actors = max(1, int(have / config.gpus_per_actor + 1e-9))
+    actors = 1 if paper else max(1, min(config.actors or default_actors, len(tasks)))
     threads = max(1, cpus // actors)
-    _log(config, f"{len(tasks)} videos of {config.data} ({config.split}), {actors} actor(s)")
+    where = f"{config.gpus_per_actor:g} GPU each" if gpu else f"{threads} CPU each"
+    _log(config, f"{len(tasks)} videos of {config.data} ({config.split}), {actors} actor(s), "
+         f"{where}")
 
     t0 = time.perf_counter()
     items = [asdict(t) for t in tasks]
@@ -338,10 +382,13 @@ def _score_videos(
             "granularity": config.granularity,
             "batch_size": config.batch_size,
             "threads": threads,
+            "device": "cuda" if gpu else "cpu",
+            "precision": config.precision,
         },
         batch_size=None if paper else 1,
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads,
+        num_gpus=config.gpus_per_actor if gpu else None,
     )
     outcomes: list[dict[str, Any]] = []
     for row in outcomes_ds.iter_rows():

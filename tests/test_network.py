@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnad.config import ModelConfig, get_preset
-from mnad.network import MNAD, EvalOutput, TrainOutput, build_model
+from mnad.network import MNAD, EvalOutput, TrainOutput, build_model, fold_batchnorm
 
 GOLDEN = Path(__file__).parent / "data" / "tiny_golden.pt"
 
@@ -122,3 +122,24 @@ def test_golden_tensor_of_a_seeded_tiny_model():
     assert expected.keys() == got.keys()
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("task", ["pred", "recon"])
+def test_folded_batchnorm_gives_the_same_outputs(task):
+    model = build_model(tiny(task), seed=0)
+    g = torch.Generator().manual_seed(1)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        # Trained-looking statistics: folding must use them, not the initial 0 / 1.
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.5)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy
+    x = torch.rand(3, model.config.channels * model.config.input_frames, 32, 48) * 2 - 1
+    want, got = model(x), folded(x)
+    torch.testing.assert_close(got.prediction, want.prediction, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.queries, want.queries, rtol=1e-4, atol=1e-5)

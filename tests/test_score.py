@@ -167,8 +167,13 @@ def test_bad_inputs_are_one_line_errors(ray_local, data, checkpoint, store, tmp_
     write_tiny_data(no_test, {"train": {"v0": 12}})
     with pytest.raises(UserError, match="test"):
         _score(no_test, checkpoint, tmp_path / "s", store)
+    with pytest.raises(UserError, match="--gpus-per-actor 1: the Ray cluster has 0 GPUs"):
+        _score(data, checkpoint, tmp_path / "s", store, gpus_per_actor=1)
+    assert not (tmp_path / "s").exists()
     with pytest.raises(UserError, match="--batch-size"):
         ScoreConfig(data=str(data), model="x", out="y", batch_size=0)
+    with pytest.raises(UserError, match="--precision must be 'fp32' or 'bf16', not 'fp8'"):
+        ScoreConfig(data=str(data), model="x", out="y", precision="fp8")  # type: ignore[arg-type]
 
 
 def test_iter_clips_equals_sliding_windows(data):

@@ -85,3 +85,17 @@ def test_bad_granularity_and_empty_input():
         StreamingScorer(model, granularity="video")
     empty = StreamingScorer(model).score(torch.zeros(0, 4, 16, 24), torch.zeros(0, 1, 16, 24))
     assert empty.psnr.shape == (0,)
+
+
+def test_bf16_precision_stays_close_to_fp32():
+    model = build_model(CFG, seed=0)
+    inputs, targets = _clips()
+    exact = StreamingScorer(model, threshold=1.0).score(inputs, targets)
+    fast_scorer = StreamingScorer(model, threshold=1.0, precision="bf16")
+    fast = fast_scorer.score(inputs, targets)
+    assert fast_scorer.items.dtype == torch.float32  # the memory stays float32
+    assert fast.updated.all() and exact.updated.all()
+    np.testing.assert_allclose(fast.psnr, exact.psnr, atol=0.25)  # dB
+    assert not np.array_equal(fast.psnr, exact.psnr)  # bf16 did run
+    with pytest.raises(ValueError, match="precision"):
+        StreamingScorer(model, precision="fp16")

@@ -1,0 +1,124 @@
+"""UCSD Ped2 through the product's own stages, over several seeds: the AUC as mean and spread.
+
+Ingests Ped2 once at the preset's input size, then for each seed trains with Ray Train
+(``mnad train``'s code path, one worker with every CPU unless told otherwise), scores the
+test split in both memory modes (``mnad score``) and prints one JSON line per seed. The last
+line is the summary: for each memory mode the micro and macro AUC as mean and (sample)
+standard deviation, and the training seconds. Everything lands under --out, the MLflow
+store at --out/mlflow.db.
+
+    python scripts/ped2_seeds.py --seeds 0 1 2 --out /tmp/ped2-seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from mnad.config import get_preset
+from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.score import ScoreConfig, run_score
+from pipelines.train import TrainConfig, run_train
+
+MODES = ("per-video", "paper")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for one value), rounded for printing."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.fmean(values), 4), "sd": round(sd, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ped2", default="../shared/datasets/ucsd_ped2")
+    parser.add_argument("--out", default="/tmp/ped2-seeds")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--cpus-per-worker", type=float, default=float(os.cpu_count() or 1))
+    args = parser.parse_args()
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    out = Path(args.out).resolve()
+    cfg = get_preset(args.preset).model
+    data = out / f"data-{cfg.height}x{cfg.width}x{cfg.channels}"
+    tracking = f"sqlite:///{out / 'mlflow.db'}"
+    started = time.perf_counter()
+    run_ingest(
+        IngestConfig(
+            source=args.ped2,
+            out=str(data),
+            layout="frames",
+            size=(cfg.height, cfg.width),
+            channels=cfg.channels,
+            dataset="ped2",
+            quiet=True,
+        )
+    )
+    ingest_s = time.perf_counter() - started
+
+    rows = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        trained = run_train(
+            TrainConfig(
+                data=str(data),
+                preset=args.preset,
+                epochs=args.epochs,
+                seed=seed,
+                workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker,
+                tracking_uri=tracking,
+                experiment="ped2-seeds",
+                output=str(out / "runs"),
+                name=f"{args.preset}-seed{seed}",
+                quiet=True,
+            )
+        )
+        row = {"seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
+        row["final_loss"] = round(trained.epochs[-1].get("loss", float("nan")), 6)
+        for mode in MODES:
+            t0 = time.perf_counter()
+            scored = run_score(
+                ScoreConfig(
+                    data=str(data),
+                    model=trained.model_uri,
+                    out=str(out / f"scores-seed{seed}-{mode}"),
+                    memory=mode,
+                    tracking_uri=tracking,
+                    experiment="ped2-seeds",
+                    report=False,
+                    quiet=True,
+                )
+            )
+            row[mode] = {
+                "micro_auc": round(scored.metrics["micro_auc"], 4),
+                "macro_auc": round(scored.metrics["macro_auc"], 4),
+                "frames_per_s": round(scored.metrics["frames_per_s"], 1),
+                "score_s": round(time.perf_counter() - t0, 1),
+            }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    summary = {
+        "preset": args.preset,
+        "seeds": args.seeds,
+        "ingest_s": round(ingest_s, 1),
+        "train_s": spread([r["train_s"] for r in rows]),
+        **{
+            mode: {k: spread([r[mode][k] for r in rows]) for k in ("micro_auc", "macro_auc")}
+            for mode in MODES
+        },
+    }
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
