@@ -20,7 +20,8 @@ the queries of all of its frames that pass the gate (faster, not the paper's num
 autocast (the memory, its update and the scores stay float32; faster on CPUs with bf16
 instructions and on GPUs, and no longer bit-faithful to the paper's float32 numbers).
 ``reset()`` restores the memory the scorer started with, which per-video scoring calls at
-every video. The scorer runs on the model's device; inputs may come from the CPU.
+every video. The scorer runs on the model's device and in its weights' memory format
+(``mnad.network.inference_copy`` makes them channels_last); inputs may come from the CPU.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class StreamingScorer:
         self.initial_items = self.model.memory.items.detach().clone()
         self.items = self.initial_items.clone()
         self.device = self.initial_items.device
+        weight = next(m.weight for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+        channels_last = weight.is_contiguous(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._chunk = self.max_chunk
 
     def reset(self) -> None:
@@ -100,7 +104,7 @@ class StreamingScorer:
         assert inputs.shape[0] == targets.shape[0], (inputs.shape, targets.shape)
         if inputs.shape[0] == 0:
             return FrameScores.concat([])
-        inputs = inputs.to(self.device, non_blocking=True)
+        inputs = inputs.to(self.device, non_blocking=True, memory_format=self.memory_format)
         targets = targets.to(self.device, non_blocking=True)
         with self._autocast():
             encoded = self.model.encode(inputs)

@@ -3,7 +3,7 @@
 The demo is a built-in job spec (:data:`DEMO_SPEC`, the same as ``examples/synthetic.yaml``)
 written to ``OUT/demo.yaml`` and run by :func:`pipelines.spec.run_spec`: a synthetic street
 scene of real video files (``mnad synth``, size ``demo``), ingested at 96x96 grey, the
-``small`` preset trained by 2 Ray Train workers and registered in MLflow, the test videos
+``small`` preset trained by a Ray Train worker of 2 CPUs and registered in MLflow, the test videos
 scored, the report written. Everything lands under OUT (``./mnad-runs`` by default), the
 MLflow store at ``OUT/mlflow.db`` (where ``mnad ui`` looks by default), and the run ends with
 the AUCs, the report's path and the command that opens the MLflow UI on that store. Run it
@@ -36,8 +36,9 @@ ingest:
   dataset: synth
 train:
   preset: small
-  epochs: 8
-  workers: 2
+  epochs: 5
+  workers: 1          # one worker with every CPU: on 2 cores, 2 workers run at half the rate
+  cpus_per_worker: 0  # 0: the cluster's CPUs split over the workers
   seed: 0
 score:
   memory: [per-video]

@@ -13,9 +13,10 @@ Memory modes:
 - ``paper``: the memory is carried across all videos in sorted order, as the paper's
   evaluation does; one actor scores them in turn. For exact reproduction.
 
-Each actor loads the model once, folds its BatchNorms into the convolutions (the same scores
-to float rounding) and runs each video's clips through ``mnad.scorer.StreamingScorer`` in
-batches (the encoder always batched; the decoder batched too, exactly). ``--gpus-per-actor``
+Each actor loads the model once, folds its BatchNorms into the convolutions and makes its
+weights channels_last (the same scores to float rounding, faster), and runs each video's
+clips through ``mnad.scorer.StreamingScorer`` in batches (the encoder always batched; the
+decoder batched too, exactly). ``--gpus-per-actor``
 puts the actors on GPUs (fractions share one); ``--precision bf16`` runs the convolutions
 under bfloat16 autocast, faster where the hardware has it, at the cost of bit-exactness.
 A finished video is written to its own part file atomically, so a job that is interrupted
@@ -212,14 +213,14 @@ class VideoScorer:
         import torch
 
         from mnad.checkpoint import load_model
-        from mnad.network import fold_batchnorm
+        from mnad.network import inference_copy
         from mnad.scorer import StreamingScorer
 
         torch.set_num_threads(max(1, threads))
         model, self.preset = load_model(checkpoint_dir)
-        # BatchNorm folded into the convs: one pass over the activations less, the same
-        # scores to float rounding (tests/test_parity.py runs the paper's fixture through it).
-        self.model = fold_batchnorm(model).to(device)
+        # BatchNorm folded into the convs and channels_last weights: the same scores to float
+        # rounding (tests/test_parity.py runs the paper's fixture through it), faster.
+        self.model = inference_copy(model).to(device)
         self.scorer = StreamingScorer(
             self.model,
             granularity=granularity,  # type: ignore[arg-type]

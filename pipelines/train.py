@@ -95,7 +95,10 @@ class TrainConfig:
         metadata=_help("fraction of the training videos held out for a validation loss"),
     )
     workers: int = field(default=2, metadata=_help("Ray Train workers (DDP ranks)"))
-    cpus_per_worker: float = field(default=1.0, metadata=_help("CPUs each worker reserves"))
+    cpus_per_worker: float = field(
+        default=1.0,
+        metadata=_help("CPUs each worker reserves (0: the cluster's CPUs split over the workers)"),
+    )
     gpus_per_worker: float = field(
         default=0.0, metadata=_help("GPUs each worker reserves; > 0 trains on GPUs (NCCL, bf16)")
     )
@@ -160,8 +163,8 @@ class TrainConfig:
             raise UserError("--shuffle-buffer must be >= 0")
         if self.chunk_clips is not None and self.chunk_clips < 1:
             raise UserError("--chunk-clips must be >= 1")
-        if not self.cpus_per_worker > 0 or self.gpus_per_worker < 0:
-            raise UserError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
+        if not self.cpus_per_worker >= 0 or self.gpus_per_worker < 0:
+            raise UserError("--cpus-per-worker and --gpus-per-worker must be >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"--val-fraction must lie in [0, 1), not {self.val_fraction}")
         preset = self.resolved_preset()  # unknown preset, bad overrides: UserError here
@@ -633,6 +636,7 @@ def run_train(config: TrainConfig) -> TrainResult:
     if record is None:
         _check_new_name(storage, name)
     with ray_session(config.quiet, log_to_driver=False):
+        config = _resolve_cpus(config)
         _check_placement(config)
         clips = training_clips(
             config.data,
@@ -808,6 +812,16 @@ def _check_frames(model: ModelConfig, shape: Any, data: str) -> None:
             f"takes {want[0]}x{want[1]}x{want[2]}: re-run `mnad ingest --size {want[0]} "
             f"{want[1]} --channels {want[2]}` or choose another preset"
         )
+
+
+def _resolve_cpus(config: TrainConfig) -> TrainConfig:
+    """``cpus_per_worker`` 0: the cluster's CPUs split evenly over the workers (at least 1)."""
+    if config.cpus_per_worker:
+        return config
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return dataclasses.replace(config, cpus_per_worker=max(1, int(cpus // config.workers)))
 
 
 def _check_placement(config: TrainConfig) -> None:

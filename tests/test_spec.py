@@ -150,7 +150,8 @@ def test_the_demo_spec_is_the_example_and_finishes_with_the_small_preset(tmp_pat
     assert demo.train.to_params() | {"data": "", "output": "", "tracking_uri": ""} == (
         example.train.to_params() | {"data": "", "output": "", "tracking_uri": ""}
     )
-    assert demo.train.workers == 2 and demo.train.preset == "small"
+    assert demo.train.workers == 1 and demo.train.cpus_per_worker == 0  # every CPU
+    assert demo.train.preset == "small"
     assert demo.tracking_uri == f"sqlite:///{tmp_path}/runs/mlflow.db"  # where `mnad ui` looks
 
 

@@ -128,6 +128,7 @@ def test_config_refuses_bad_values_in_one_line(tiny_data: Path, tiny_preset: str
         ({"preset": "/no/such.json"}, "does not exist"),
         ({"batch_size": 5}, "does not split over 2 workers"),
         ({"workers": 0}, "--workers must be"),
+        ({"cpus_per_worker": -1.0}, "--cpus-per-worker and --gpus-per-worker must be >= 0"),
         ({"val_fraction": 1.0}, "--val-fraction"),
         ({"lr": -1.0}, "lr must be > 0"),
     ]
@@ -222,7 +223,9 @@ def test_two_workers_share_one_memory_and_register_the_model(
 ) -> None:
     _probe_by_value()
     probe = FileProbe(str(tmp_path), record_steps=True)
-    config = _config(tiny_data, tiny_preset, tmp_path, val_fraction=0.25, probe=probe)
+    config = _config(
+        tiny_data, tiny_preset, tmp_path, val_fraction=0.25, probe=probe, cpus_per_worker=0
+    )
     result = run_train(config)
 
     # The memory: one state across the job, the paper's update on the whole global batch.
@@ -259,6 +262,7 @@ def test_two_workers_share_one_memory_and_register_the_model(
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["workers"] == "2" and run.data.params["preset.model.height"] == "16"
+    assert run.data.params["cpus_per_worker"] == "1"  # 0: the 2 CPUs split over 2 workers
     for key in ("loss", "prediction_error", "compactness", "separateness", "lr", "val_loss"):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2, 3]
     assert client.list_artifacts(result.run_id, "checkpoint")
