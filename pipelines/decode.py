@@ -37,6 +37,10 @@ _CONTEXT = re.compile(r"filter context - w: (\d+) h: (\d+)")
 _ERROR_CODE = re.compile(r"error code: -?\d+ \((.+)\)")
 _LOG_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
 _CAUSE_WORDS = ("error", "invalid", "not found", "missing", "corrupt", "failed", "no such")
+_DESCRIPTION_LINES = ("Input #", "Output #", "Stream #", "Duration:", "Metadata:")
+#: ffmpeg's warning when it guessed the container from content after failing to recognise
+#: the file: a damaged header whose frames it may partly decode.
+_MISDETECTION = "misdetection possible"
 _STDERR_LINES_KEPT = 64
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_BYTES = 1 << 20
@@ -81,9 +85,14 @@ def concat_list(frames: tuple[str, ...]) -> str:
 
 
 def ffmpeg_cause(lines: list[str]) -> str:
-    """The most telling line of ffmpeg's log, without its ``[component @ 0x..]`` prefix."""
+    """The most telling line of ffmpeg's log, without its ``[component @ 0x..]`` prefix.
+
+    The stream description (``Input #0, avi, from 'path':``, ``Stream #0:0``, ...) is passed
+    over: a cause word in a file name is not a cause."""
     for line in lines:
         text = _LOG_PREFIX.sub("", line).strip()
+        if text.startswith(_DESCRIPTION_LINES):
+            continue
         if any(word in text.lower() for word in _CAUSE_WORDS):
             code = _ERROR_CODE.search(text)
             return code.group(1) if code else text
@@ -104,6 +113,7 @@ class _LogReader(threading.Thread):
         # frame's, and that first size (height, width)
         self.size_change: tuple[int, int, int] | None = None
         self.first_size: tuple[int, int] | None = None
+        self.misdetection: str | None = None  # ffmpeg's line, when it guessed the container
         self.ready = threading.Event()  # set once the output size is known or ffmpeg ended
         self._in_output = False
 
@@ -115,6 +125,8 @@ class _LogReader(threading.Thread):
 
     def _parse(self, line: str) -> None:
         self.lines.append(line)
+        if _MISDETECTION in line and self.misdetection is None:
+            self.misdetection = _LOG_PREFIX.sub("", line).strip()
         if len(self.first_lines) < _STDERR_LINES_KEPT:
             self.first_lines.append(line)
         if line.startswith("Output #0"):
@@ -254,6 +266,13 @@ class FrameReader:
                 self.frames[min(index, len(self.frames) - 1)],
                 f"frame is {height}x{width} (HxW), the folder's first frame is "
                 f"{first_height}x{first_width} (frames of mixed sizes)",
+            )
+        if self._log.misdetection is not None and not self.frames and self.frames_read:
+            # Frames came out of a file ffmpeg did not recognise: some of them, not all.
+            raise DecodeError(
+                self.path,
+                f"damaged container: ffmpeg did not recognise the file and guessed its "
+                f"format from its content ({self._log.misdetection})",
             )
         if returncode != 0:
             if self.frames and self.frames_read < len(self.frames):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.decode import DecodeError, DecodeSpec, FrameReader
+from pipelines.decode import DecodeError, DecodeSpec, FrameReader, ffmpeg_cause
 from pipelines.errors import UserError
 from pipelines.ingest import (
     IngestConfig,
@@ -72,8 +73,10 @@ def test_config_is_validated() -> None:
             lambda p, m: p.write_bytes(m.video(p.with_suffix(".ok.avi"), 40).read_bytes()[:9000]),
             "corrupt or truncated video",
         ),
+        (lambda p, m: p.write_bytes(_header_garbled(m.video(p.with_suffix(".ok.avi"), 40))),
+         "damaged container"),
     ],
-    ids=["empty", "not-a-video", "truncated"],
+    ids=["empty", "not-a-video", "truncated", "header-garbled"],
 )
 def test_decode_errors_name_the_file_and_cause(tmp_path: Path, media, make, cause) -> None:
     path = tmp_path / "bad.avi"
@@ -81,6 +84,23 @@ def test_decode_errors_name_the_file_and_cause(tmp_path: Path, media, make, caus
     with pytest.raises(DecodeError) as err, FrameReader(str(path), (), _spec()) as reader:
         list(reader.chunks(1 << 16))
     assert str(err.value).startswith(f"{path}: {cause}") and "\n" not in str(err.value)
+
+
+def _header_garbled(video: Path) -> bytes:
+    """The AVI with every byte before its first frame's JPEG replaced by noise: ffmpeg then
+    guesses MJPEG from the content and decodes some of the frames."""
+    data = video.read_bytes()
+    first = data.index(b"00dc") + 8  # the first frame chunk's id and size, then its JPEG
+    return random.Random(0).randbytes(first) + data[first:]
+
+
+def test_the_cause_skips_the_stream_description() -> None:
+    lines = [
+        "Input #0, avi, from '/data/corrupt_but_named.avi':",
+        "  Stream #0:0: Video: mjpeg, yuvj444p, 64x48, 25 fps",
+        "[mjpeg @ 0x55] error count: 64",
+    ]
+    assert ffmpeg_cause(lines) == "error count: 64"
 
 
 def _spec(**kwargs) -> DecodeSpec:
