@@ -17,8 +17,8 @@ still run; the exit status is 1 if any check failed):
   middle of a frame, with bytes zeroed inside a frame, with the container header overwritten
   by random bytes, or unreadable (chmod 000; skipped as root, who reads any file); frame
   folders with one frame that is cut short, empty, zeroed inside, not an image or of another
-  size; label files that are not NumPy files, of the
-  wrong length or absent. ``mnad ingest`` runs as a subprocess. Checked: every kind gives a
+  size; label files that are not NumPy files, of the wrong length or absent. ``mnad ingest``
+  runs as a subprocess. Checked: every kind gives a
   ``failed`` manifest row whose error is one line naming the bad file, and the same line on
   stderr; every good video is ingested whole (none lost); nothing of a failed video is left
   in DATA; no Python traceback on stderr; exit status 1. One more input is only reported,
