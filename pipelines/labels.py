@@ -203,6 +203,9 @@ def read_mask_file(path: str, fs: pafs.FileSystem) -> np.ndarray:
 def read_concatenated(path: str, fs: pafs.FileSystem) -> np.ndarray:
     """0/1 per frame from a concatenated ``frame_labels_*.npy``."""
     try:
-        return concatenated_flags(np.load(io.BytesIO(read_bytes(path, fs)), allow_pickle=False))
+        data = read_bytes(path, fs)
+        if not data.startswith(b"\x93NUMPY"):  # else np.load guesses a pickle and says so
+            raise LabelError(f"{path}: not a NumPy .npy file")
+        return concatenated_flags(np.load(io.BytesIO(data), allow_pickle=False))
     except (ValueError, OSError) as err:
         raise LabelError(f"{path}: cannot read ({err})") from None

@@ -17,6 +17,7 @@ from pipelines.labels import (
     concatenated_flags,
     flags_from_masks,
     parse_ucsd_m,
+    read_concatenated,
     read_mask_file,
     split_concatenated,
 )
@@ -201,3 +202,9 @@ def test_ped2_labels_match_the_m_file(ped2: Path) -> None:
         ((start, end),) = ranges
         assert flags[start - 1 : end].all() and flags.sum() == end - start + 1
     np.testing.assert_array_equal(np.concatenate(labels), concatenated)
+
+
+def test_a_label_file_that_is_not_npy_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "labels.npy").write_text("0 1 1 0\n")
+    with pytest.raises(LabelError, match=r"labels\.npy: not a NumPy \.npy file$"):
+        read_concatenated(str(tmp_path / "labels.npy"), pafs.LocalFileSystem())
