@@ -25,7 +25,8 @@ demo: setup
 	$(BIN)/mnad demo
 
 bench: setup
-	$(BIN)/python scripts/bench_model.py
+	RAY_DATA_DISABLE_PROGRESS_BARS=1 MLFLOW_DISABLE_TELEMETRY=true \
+	  $(BIN)/python scripts/bench_all.py
 
 clean:
 	rm -rf $(VENV) mnad-runs .pytest_cache

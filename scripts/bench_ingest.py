@@ -3,6 +3,8 @@
     python scripts/bench_ingest.py throughput [--source DIR] [--size H W] [--cpus N] [--repeat N]
     python scripts/bench_ingest.py memory [--frames-per-video N] [--videos N]
 
+Either mode takes ``--json PATH`` to also write the figures it prints to PATH.
+
 ``throughput`` decodes the same videos at the same size in one run, on the same cores,
 alternately: bare (the same ffmpeg command that ingest runs, N processes in parallel, frames
 read from the pipe and dropped), then as the Ray Data ingest job (hash, decode, labels,
@@ -67,7 +69,7 @@ def ingest_rate(
     return frames, frames / seconds
 
 
-def throughput(args: argparse.Namespace, tmp: str) -> None:
+def throughput(args: argparse.Namespace, tmp: str) -> dict:
     source = args.source or _synthesize(tmp, "small", args)
     size = tuple(args.size) if args.size else None
     videos = discover(source).videos
@@ -75,12 +77,13 @@ def throughput(args: argparse.Namespace, tmp: str) -> None:
     bare_rate(videos[: args.cpus], spec, args.cpus)  # warm the page cache and ffmpeg
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     ingest_rate(source, f"{tmp}/warmup", size)  # start Ray's workers once
-    ratios = []
+    ratios, runs = [], []
     for i in range(args.repeat):  # alternate, so that both see the same machine load
         frames_bare, bare = bare_rate(videos, spec, args.cpus)
         frames_ingest, ingest = ingest_rate(source, f"{tmp}/data{i}", size, args.compression)
         assert frames_bare == frames_ingest, (frames_bare, frames_ingest)
         ratios.append(ingest / bare)
+        runs.append({"bare_fps": bare, "ingest_fps": ingest, "ratio": ingest / bare})
         print(f"run {i + 1}: bare ffmpeg decode {bare:6.0f} frames/s, "
               f"mnad ingest {ingest:6.0f} frames/s, ratio {ingest / bare:.2f}")  # fmt: skip
     ray.shutdown()
@@ -88,6 +91,12 @@ def throughput(args: argparse.Namespace, tmp: str) -> None:
           f"{args.cpus} CPUs, compression {args.compression}, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"ratio ingest/bare: median {statistics.median(ratios):.2f} of {args.repeat} runs")
+    return {
+        "mode": "throughput", "source": source, "videos": len(videos), "frames": frames_bare,
+        "size": size, "cpus": args.cpus, "compression": args.compression,
+        "load_average": os.getloadavg()[0], "runs": runs,
+        "median_ratio": statistics.median(ratios),
+    }  # fmt: skip
 
 
 def _rss_bytes(pid: int) -> int:
@@ -145,7 +154,7 @@ def _rss_by_kind() -> dict[str, int]:
     return rss
 
 
-def memory(args: argparse.Namespace, tmp: str) -> None:
+def memory(args: argparse.Namespace, tmp: str) -> dict:
     source = _synthesize(tmp, "small", args)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     peaks = dict.fromkeys(["job", "driver", "workers", "ffmpeg", "daemons", "worker processes"], 0)
@@ -171,6 +180,11 @@ def memory(args: argparse.Namespace, tmp: str) -> None:
     for kind in ("driver", "workers", "ffmpeg", "daemons"):
         print(f"  peak {kind:8s} {peaks[kind] / 2**20:6.0f} MiB")
     print(f"  at most {peaks['worker processes']} Ray worker processes at once")
+    return {
+        "mode": "memory", "frames": frames, "videos": args.videos, "ingest_fps": rate,
+        "peak_mib": {k: v / 2**20 for k, v in peaks.items() if k != "worker processes"},
+        "worker_processes": peaks["worker processes"],
+    }  # fmt: skip
 
 
 def _synthesize(tmp: str, size: str, args: argparse.Namespace | None) -> str:
@@ -199,9 +213,12 @@ def main() -> None:
     parser.add_argument(
         "--frames-per-video", type=int, default=2000, help="synthetic source: frames per video"
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
-        (throughput if args.mode == "throughput" else memory)(args, tmp)
+        figures = (throughput if args.mode == "throughput" else memory)(args, tmp)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,17 @@
 2. The vectorised memory update against a per-item Python loop of the same result
    (the form of the paper's code), on the query count of a training batch.
 
-Usage: python scripts/bench_model.py [--presets small paper-pred] [--steps N]
-Prints one line per figure and the ratio of each pair measured side by side in this run.
+Usage: python scripts/bench_model.py [--presets small paper-pred] [--steps N] [--json PATH]
+Prints one line per figure and the ratio of each pair measured side by side in this run;
+``--json`` also writes them to PATH.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -70,12 +73,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["small", "paper-pred"])
     parser.add_argument("--steps", type=int, default=0, help="steps per preset (0: auto)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    figures = {"torch": torch.__version__, "threads": torch.get_num_threads(), "train": [],
+               "memory_update": []}  # fmt: skip
     for name in args.presets:
         steps = args.steps or (30 if get_preset(name).model.height <= 128 else 3)
         rate = train_clips_per_s(name, steps)
         print(f"train  {name:<12} {rate:8.2f} clips/s  ({steps} steps, bare model, CPU)")
+        figures["train"].append({"preset": name, "steps": steps, "clips_per_s": rate})
     for name in args.presets:
         cfg, batch = get_preset(name).model, get_preset(name).optim.batch_size
         n = batch * (cfg.height // 8) * (cfg.width // 8)
@@ -84,6 +91,12 @@ def main() -> None:
             f"memory update {name:<12} N={n} M={cfg.memory_size} C={cfg.feature_dim}: "
             f"vectorised {vec:.3f} ms, per-item loop {loop:.3f} ms, ratio {loop / vec:.1f}x"
         )
+        figures["memory_update"].append({
+            "preset": name, "n": n, "m": cfg.memory_size, "c": cfg.feature_dim,
+            "vectorised_ms": vec, "loop_ms": loop, "ratio": loop / vec,
+        })  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,18 +2,21 @@
 
     .venv/bin/python scripts/bench_score.py [--preset small] [--frames 500] [--batch 32]
         [--threads 2] [--rounds 3] [--threshold X] [--checkpoint CKPT] [--ray] [--profile]
+        [--json PATH]
 
 Rows (every one over the same clips, in memory, whole videos in sorted order, the memory
 carried from video to video as in the paper's evaluation):
 
-- ``bare forward``: the limit: ``model(x)`` in eval mode under ``no_grad``, batches of B
-  clips, no scores, no memory update.
+- ``bare forward``: the limit of a plain batched model: ``model(x)`` in eval mode under
+  ``no_grad``, batches of B clips, no scores, no memory update.
 - ``per-frame loop``: what users have today: the paper's evaluation loop, batch of one,
   gradients on (the paper's code does not use ``no_grad``), encoder and decoder reading the
   carried memory, PSNR, feature distance and the update gate read back with ``.item()``, and
   the test-time update as the paper writes it (``mnad.memory.updated_items_loop``).
-- ``scorer frame``: the product: ``StreamingScorer(model).score(inputs, targets)`` in
-  batches of B under ``no_grad`` (the paper's per-frame update, exact).
+- ``scorer frame``: the product: ``StreamingScorer(inference_copy(model)).score(inputs,
+  targets)`` in batches of B under ``no_grad`` (the paper's per-frame update, exact), on the
+  copy the scoring actors run (BatchNorm folded, channels_last); ``plain model``: the same
+  on the model as trained; ``bf16``: the same under ``--precision bf16``.
 - ``scorer batch`` / ``scorer no-update``: the same with ``granularity="batch"`` and with
   ``update=False``.
 
@@ -25,7 +28,8 @@ that updated the memory, and the ratios to the per-frame loop at the same thresh
 the bare forward. The scorer's results are checked against the loop's (update decisions equal,
 PSNR to float tolerance). ``--ray`` also times the whole ``mnad score`` Ray Data job on a DATA
 folder written from the same frames: its own frames/s (actor start-up included) and the
-steady rate between the first and the last finished video. Nothing here is asserted.
+steady rate between the first and the last finished video. Nothing here is asserted;
+``--json`` also writes the table, the checks and the Ray job's figures to PATH.
 
 Inputs: UCSD Ped2 test frames from ``--frames-dir`` (decoded with PIL, resized to the preset's
 size, grey repeated to the preset's channels); random frames, with a warning, if there are
@@ -55,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mnad import memory as mem  # noqa: E402
 from mnad import scores  # noqa: E402
 from mnad.config import Preset, get_preset  # noqa: E402
-from mnad.network import MNAD, build_model  # noqa: E402
+from mnad.network import MNAD, build_model, inference_copy  # noqa: E402
 from mnad.scorer import FrameScores, StreamingScorer  # noqa: E402
 from pipelines.score import to_model_frames  # noqa: E402
 
@@ -234,7 +238,7 @@ def pq_rows(path: Path) -> int:
 
 
 def ray_job(
-    videos: list[Video], model: MNAD, preset: Preset, batch: int, memory: str
+    videos: list[Video], model: MNAD, preset: Preset, batch: int, memory: str, precision: str
 ) -> dict[str, float]:
     """Time ``run_score`` once; Ray is started before the clock starts."""
     import ray
@@ -250,8 +254,9 @@ def ray_job(
         ray.init(include_dashboard=False, log_to_driver=False)
         print(f"# ray.init: {time.perf_counter() - t0:.1f} s (not counted below)")
     config = ScoreConfig(
-        data=str(data), model=str(ckpt), out=str(work / f"scores-{memory}"), memory=memory,
-        batch_size=batch, tracking_uri=f"sqlite:///{work / 'mlflow.db'}", report=False,
+        data=str(data), model=str(ckpt), out=str(work / f"scores-{memory}-{precision}"),
+        memory=memory, precision=precision, batch_size=batch,
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}", report=False,
     )  # fmt: skip
     t0, wall0 = time.perf_counter(), time.time()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -293,6 +298,7 @@ def main() -> None:
     parser.add_argument("--ray", action="store_true", help="also time the mnad score Ray job")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the scorer at the median threshold")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -323,8 +329,17 @@ def main() -> None:
     thresholds = {"default": default_t, "median": half_t, "all": math.inf}
     print(f"# thresholds: default {default_t:.4g}, median gate {half_t:.4g}, all inf; "
           f"gate range {probe.point_score.min():.4g}..{probe.point_score.max():.4g}")  # fmt: skip
+    figures = {
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "preset": preset.name,
+        "weights": weights, "clips": n, "videos": [v for v, _, _ in raw], "batch": args.batch,
+        "rounds": args.rounds, "thresholds": {k: fmt_threshold(t) for k, t in thresholds.items()},
+        "rows": [], "checks": [], "ray": [],
+    }  # fmt: skip
 
     b = args.batch
+    # The scoring actors run an inference copy (BatchNorm folded, channels_last); the "plain
+    # model" and "bf16" rows show what that copy and --precision bf16 each change.
+    folded = inference_copy(model)
     rows = [Row("bare forward", None, lambda v: run_bare(model, torch.cat([c[0] for c in v]), b))]
     loops: dict[float, Row] = {}
     for label, t in thresholds.items():
@@ -332,12 +347,20 @@ def main() -> None:
                        lambda v, t=t: run_paper_loop(model, v, t))  # fmt: skip
         rows.append(loops[t])
         rows.append(Row(f"scorer frame ({label})", t,
-                        lambda v, t=t: run_scorer(model, v, b, threshold=t)))  # fmt: skip
+                        lambda v, t=t: run_scorer(folded, v, b, threshold=t)))  # fmt: skip
+        if label == "default":
+            rows.append(Row(f"  plain model ({label})", t,
+                            lambda v, t=t: run_scorer(model, v, b, threshold=t)))  # fmt: skip
+            rows.append(Row(f"  bf16 ({label})", t,
+                            lambda v, t=t: run_scorer(folded, v, b, threshold=t,
+                                                     precision="bf16")))  # fmt: skip
         if label != "all":
             rows.append(Row(f"scorer batch ({label})", t,
-                            lambda v, t=t: run_scorer(model, v, b, threshold=t,
+                            lambda v, t=t: run_scorer(folded, v, b, threshold=t,
                                                      granularity="batch")))  # fmt: skip
-    rows.append(Row("scorer no-update", None, lambda v: run_scorer(model, v, b, update=False)))
+    rows.append(Row("scorer no-update", None, lambda v: run_scorer(folded, v, b, update=False)))
+    rows.append(Row("  bf16 no-update", None, lambda v: run_scorer(folded, v, b, update=False,
+                                                                   precision="bf16")))  # fmt: skip
 
     warm = [(videos[0][0][: 2 * b], videos[0][1][: 2 * b])]
     for row in rows:  # warm-up on a few clips, untimed
@@ -360,6 +383,14 @@ def main() -> None:
         print(f"{row.name:<26} {fmt_threshold(row.threshold):>7} {upd} {med:9.1f} "
               f"{min(r):8.1f} {max(r):8.1f} {(max(r) - min(r)) / med:6.1%} {x_loop} "
               f"{med / bare:7.2f}")  # fmt: skip
+        figures["rows"].append({
+            "path": row.name, "threshold": fmt_threshold(row.threshold),
+            "updated": None if row.result is None else float(row.result.updated.mean()),
+            "fps_median": med, "fps_min": min(r), "fps_max": max(r),
+            "spread": (max(r) - min(r)) / med,
+            "x_loop": med / statistics.median(loop.rates(n)) if loop else None,
+            "x_bare": med / bare,
+        })  # fmt: skip
 
     print()
     for t, loop in loops.items():
@@ -372,6 +403,17 @@ def main() -> None:
             f"# check at threshold {fmt_threshold(t)}: update decisions "
             f"{'equal' if same else 'DIFFER'}, max |PSNR scorer - loop| {dpsnr:.2e} dB"
         )
+        figures["checks"].append({"threshold": fmt_threshold(t), "decisions_equal": same,
+                                  "max_psnr_diff_db": dpsnr})  # fmt: skip
+    bf16 = next(r for r in rows if r.name.startswith("  bf16 (")).result
+    exact = loops[thresholds["default"]].result
+    assert bf16 is not None and exact is not None
+    agree = float(np.mean(bf16.updated == exact.updated))
+    dpsnr = float(np.max(np.abs(bf16.psnr - exact.psnr)))
+    print(f"# bf16 at the default threshold: {agree:.1%} of update decisions as the loop's, "
+          f"max |PSNR bf16 - loop| {dpsnr:.3f} dB")  # fmt: skip
+    figures["checks"].append({"threshold": "default, bf16", "decisions_agree": agree,
+                              "max_psnr_diff_db": dpsnr})  # fmt: skip
 
     if args.profile:
         import cProfile
@@ -386,13 +428,17 @@ def main() -> None:
 
     if args.ray:
         print()
-        for memory in ("per-video", "paper"):
-            r = ray_job(raw, model, preset, b, memory)
-            print(f"mnad score --memory {memory:<9}: {r['frames']} frames, job "
+        for memory, precision in (("per-video", "fp32"), ("paper", "fp32"), ("per-video", "bf16")):
+            r = ray_job(raw, model, preset, b, memory, precision)
+            print(f"mnad score --memory {memory:<9} --precision {precision}: {r['frames']} "
+                  f"frames, job "
                   f"{r['job_fps']:.1f} frames/s over {r['job_seconds']:.1f} s (actor start-up "
                   f"included, first video done at {r['first_video_s']:.1f} s), steady "
                   f"{r['steady_fps']:.1f} frames/s, run_score wall {r['wall_s']:.1f} s "
                   f"(MLflow included), micro AUC {r['micro_auc']:.3f}")  # fmt: skip
+            figures["ray"].append({"memory": memory, "precision": precision, **r})
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training throughput through Ray Train against a bare PyTorch loop, measured in one run.
 
     .venv/bin/python scripts/bench_train.py DATA [--preset small] [--epochs 2] [--workers 1 2]
-        [--threads 1]
+        [--threads 1] [--json PATH]
 
 Baseline: one process, the same model, batch and threads, over clips already in memory as a
 uint8 tensor (the same uint8 -> [-1, 1] conversion per batch), the memory updated by the
@@ -19,12 +19,13 @@ Also printed: clips per CPU-second (process CPU time: the baseline's, the sum of
 workers'), which a busy shared machine distorts far less than wall time; its ratio is the
 Ray Train loop's own overhead (data iteration, collectives, Ray's threads; the Ray Data read
 tasks run in other processes and are not counted). The aim is a ratio >= 0.9 for one
-worker. Nothing here is asserted.
+worker. Nothing here is asserted; ``--json`` also writes the figures to PATH.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=1, help="threads per process")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -148,11 +150,23 @@ def main() -> None:
     after = bare_loop(clips, args.preset, args.epochs, threads=args.threads)
     print(f"bare PyTorch loop (after):  {after.wall:7.1f} clips/s, {after.cpu:7.1f} clips/CPU-s")
     base = Rate((before.wall + after.wall) / 2, (before.cpu + after.cpu) / 2)
+    figures = {
+        "clips": len(clips), "preset": preset.name, "batch": preset.optim.batch_size,
+        "epochs": args.epochs, "threads": args.threads, "bare_before": before._asdict(),
+        "bare_after": after._asdict(), "bare": base._asdict(), "ray_train": [],
+    }  # fmt: skip
     for workers, (rate, end_to_end) in runs.items():
         print(
             f"ratio to the baseline, {workers} worker(s): {rate.wall / base.wall:.2f} (clips/s), "
             f"{rate.cpu / base.cpu:.2f} (clips/CPU-s), {end_to_end / base.wall:.2f} (end to end)"
         )
+        figures["ray_train"].append({
+            "workers": workers, "wall": rate.wall, "cpu": rate.cpu, "end_to_end": end_to_end,
+            "ratio_wall": rate.wall / base.wall, "ratio_cpu": rate.cpu / base.cpu,
+            "ratio_end_to_end": end_to_end / base.wall,
+        })  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

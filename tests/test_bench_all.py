@@ -1,0 +1,175 @@
+"""`make bench`'s table, assembled from canned stage JSON (no stage is run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_all", Path(__file__).resolve().parents[1] / "scripts" / "bench_all.py"
+)
+bench_all = sys.modules["bench_all"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_all)
+StageResult = bench_all.StageResult
+
+MODEL = {
+    "torch": "2.13.0+cpu",
+    "threads": 2,
+    "train": [{"preset": "small", "steps": 20, "clips_per_s": 45.67}],
+    "memory_update": [
+        {"preset": "small", "n": 1152, "m": 10, "c": 128, "vectorised_ms": 0.4,
+         "loop_ms": 1.0, "ratio": 2.5}
+    ],
+}  # fmt: skip
+INGEST = {
+    "mode": "throughput", "source": "ped2", "videos": 28, "frames": 4560, "size": [96, 96],
+    "cpus": 2, "compression": "zstd", "load_average": 1.0, "median_ratio": 0.8,
+    "runs": [
+        {"bare_fps": 2000.0, "ingest_fps": 1600.0, "ratio": 0.8},
+        {"bare_fps": 2100.0, "ingest_fps": 1500.0, "ratio": 0.714},
+        {"bare_fps": 1900.0, "ingest_fps": 1700.0, "ratio": 0.895},
+    ],
+}  # fmt: skip
+TRAIN = {
+    "clips": 1176, "preset": "small", "batch": 8, "epochs": 2, "threads": 2,
+    "bare_before": {"wall": 41.0, "cpu": 21.0}, "bare_after": {"wall": 39.0, "cpu": 19.0},
+    "bare": {"wall": 40.0, "cpu": 20.0},
+    "ray_train": [{"workers": 1, "wall": 38.0, "cpu": 19.0, "end_to_end": 20.0,
+                   "ratio_wall": 0.95, "ratio_cpu": 0.95, "ratio_end_to_end": 0.5}],
+}  # fmt: skip
+
+
+def _score_row(path: str, threshold: str, fps: float, x_loop, x_bare: float, updated=None):
+    return {
+        "path": path, "threshold": threshold, "updated": updated, "fps_median": fps,
+        "fps_min": fps, "fps_max": fps, "spread": 0.0, "x_loop": x_loop, "x_bare": x_bare,
+    }  # fmt: skip
+
+
+SCORE = {
+    "rows": [
+        _score_row("bare forward", "-", 300.0, 3.0, 1.0),
+        _score_row("per-frame loop (default)", "0.01", 100.0, 1.0, 0.333, 0.0),
+        _score_row("scorer frame (default)", "0.01", 280.0, 2.8, 0.933, 0.0),
+        _score_row("scorer batch (default)", "0.01", 285.0, 2.85, 0.95, 0.0),
+        _score_row("per-frame loop (median)", "0.004", 95.0, 1.0, 0.317, 0.5),
+        _score_row("scorer frame (median)", "0.004", 190.0, 2.0, 0.633, 0.5),
+        _score_row("scorer batch (median)", "0.004", 266.0, 2.8, 0.887, 0.5),
+        _score_row("per-frame loop (all)", "inf", 90.0, 1.0, 0.3, 1.0),
+        _score_row("scorer frame (all)", "inf", 135.0, 1.5, 0.45, 1.0),
+        _score_row("scorer no-update", "-", 294.0, 2.94, 0.98),
+    ],
+    "checks": [
+        {"threshold": "0.01", "decisions_equal": True, "max_psnr_diff_db": 1e-6},
+        {"threshold": "inf", "decisions_equal": False, "max_psnr_diff_db": 2e-6},
+    ],
+}
+
+
+BF16_ROWS = [
+    _score_row("  bf16 (default)", "0.01", 360.0, 3.6, 1.2, 0.0),
+    _score_row("  bf16 no-update", "-", 350.0, 3.5, 1.167),
+]
+BF16_CHECK = {"threshold": "default, bf16", "decisions_agree": 0.98, "max_psnr_diff_db": 2e-4}
+
+
+@pytest.mark.parametrize(
+    ("ratio", "note", "text"),
+    [(1.234, "", "1.23x"), (0.8, "median of 3 runs", "0.80x (median of 3 runs)"),
+     (None, "", "-"), (math.nan, "note", "-"), (math.inf, "", "-")],
+)  # fmt: skip
+def test_ratio_text(ratio, note, text):
+    assert bench_all.ratio_text(ratio, note) == text
+
+
+def test_rows_of_every_stage():
+    rows = bench_all.table_rows(
+        [StageResult("model", 10.0, MODEL), StageResult("ingest", 40.0, INGEST),
+         StageResult("training", 200.0, TRAIN), StageResult("scoring", 80.0, SCORE)]
+    )  # fmt: skip
+    by_stage = {}
+    for row in rows:
+        by_stage.setdefault(row.stage, []).append(row)
+    assert [len(by_stage[s]) for s in ("model", "ingest", "training", "scoring")] == [2, 1, 3, 6]
+    assert not any(row.failed for row in rows)
+
+    train_model, update = by_stage["model"]
+    assert train_model.figure.endswith("45.7 clips/s") and train_model.ratio == "-"
+    assert "vectorised 0.400 ms" in update.figure and update.baseline.endswith("1.000 ms")
+    assert update.ratio == "2.50x"
+
+    (ingest,) = by_stage["ingest"]
+    assert "1600 frames/s" in ingest.figure and "4560 frames to 96x96" in ingest.figure
+    assert ingest.baseline == "bare ffmpeg decode: 2000 frames/s"  # medians of the runs
+    assert ingest.ratio == "0.80x (median of 3 runs)"
+
+    wall, cpu, end_to_end = by_stage["training"]
+    assert wall.figure == "Ray Train, 1 worker x 2 threads: 38.0 clips/s"
+    assert wall.baseline == "bare loop: 40.0 clips/s (before 41.0, after 39.0)"
+    assert cpu.baseline == "bare loop: 20.0 clips/CPU-s"
+    assert (wall.ratio, cpu.ratio) == ("0.95x", "0.95x")
+    assert end_to_end.ratio.startswith("0.50x (")
+
+    no_update, default, median, every, batch, check = by_stage["scoring"]
+    assert no_update.baseline == "bare batched forward: 300 frames/s"
+    assert no_update.ratio == "0.98x"
+    assert "threshold median (0.004, 50% update): 190 frames/s" in median.figure
+    assert median.baseline == "paper's per-frame loop: 95 frames/s" and median.ratio == "2.00x"
+    assert (default.ratio, every.ratio, batch.ratio) == ("2.80x", "1.50x", "2.80x")
+    assert "DIFFER at threshold inf" in check.figure and check.ratio == "-"
+    assert "PSNR within 2.0e-06 dB" in check.figure
+
+
+def test_scoring_rows_with_bf16():
+    score = {"rows": SCORE["rows"] + BF16_ROWS, "checks": SCORE["checks"] + [BF16_CHECK]}
+    rows = bench_all.table_rows([StageResult("scoring", 80.0, score)])
+    assert len(rows) == 9 and not any(row.failed for row in rows)
+    no_update, frame, exact, agree = rows[-4:]
+    assert no_update.figure == "scorer, no update, bf16: 350 frames/s"
+    assert (no_update.ratio, frame.ratio) == ("1.17x", "3.60x")
+    assert frame.baseline == "paper's per-frame loop: 100 frames/s"
+    assert "PSNR within 2.0e-06 dB" in exact.figure  # bf16's PSNR gap is not the exact check's
+    assert agree.figure == (
+        "check, default, bf16: 98.0% of decisions as the loop's, PSNR within 2.0e-04 dB"
+    )
+
+
+def test_failed_stage_and_unreadable_figures():
+    rows = bench_all.table_rows(
+        [StageResult("model", 10.0, MODEL),
+         StageResult("ingest", 3.0, None, "bench_ingest.py: exit 1: RuntimeError: no ffmpeg"),
+         StageResult("training", 5.0, {"clips": 3})]
+    )  # fmt: skip
+    failed = [row for row in rows if row.failed]
+    assert [row.stage for row in failed] == ["ingest", "training"]
+    assert failed[0].figure == "FAILED: bench_ingest.py: exit 1: RuntimeError: no ffmpeg"
+    assert failed[1].figure.startswith("FAILED: figures unreadable (KeyError")
+
+    table = bench_all.format_table(rows).splitlines()
+    assert table[0].split() == ["stage", "figure", "baseline", "(same", "run)", "ratio"]
+    width = len(table[1])  # the rule under the header spans the fitted columns
+    assert any(line.startswith("ingest ") and "FAILED: bench_ingest.py" in line for line in table)
+    assert all(len(line) <= width for line in table if "FAILED" not in line)
+    assert table[2].endswith("-") and table[3].endswith("2.50x")
+    column = table[0].index("figure")  # a failed row keeps the stage column's width
+    assert all(line[column:].startswith("FAILED") for line in table if "FAILED" in line)
+
+
+def test_error_line_takes_the_exception_of_a_traceback():
+    log = (
+        "$ python scripts/bench_train.py DATA\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "ValueError: DATA/summary.json: no train split\n"
+        "(raylet) shutting down\n"
+    )
+    assert bench_all.error_line(log) == "ValueError: DATA/summary.json: no train split"
+    assert bench_all.error_line("mnad ingest: error: /x: not a folder\n") == (
+        "mnad ingest: error: /x: not a folder"
+    )
+    assert bench_all.error_line(log.replace("ValueError", "Exception")).startswith("Exception: ")
+    assert bench_all.error_line("") == "no output"
