@@ -152,7 +152,7 @@ def test_bad_inputs_are_refused_before_any_work(
         ({"data": str(tmp_path / "missing")}, "no summary.json"),
         ({"data": str(tmp_path / "empty")}, "no summary.json"),
         ({"data": str(tmp_path / "foreign")}, "not an mnad summary"),
-        ({"preset": "small"}, "frames are 16x16x1, the preset takes 64x64x1"),
+        ({"preset": "small"}, "frames are 16x16x1, the preset takes 96x96x1"),
         ({"workers": 4}, "need 4 CPU; the Ray cluster has 2"),
         ({"tracking_uri": "http://127.0.0.1:9"}, "cannot be reached"),
         ({"resume": True}, "no run to continue"),
