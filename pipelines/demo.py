@@ -3,11 +3,12 @@
 The demo is a built-in job spec (:data:`DEMO_SPEC`, the same as ``examples/synthetic.yaml``)
 written to ``OUT/demo.yaml`` and run by :func:`pipelines.spec.run_spec`: a synthetic street
 scene of real video files (``mnad synth``, size ``demo``), ingested at 96x96 grey, the
-``small`` preset trained by a Ray Train worker of 2 CPUs and registered in MLflow, the test videos
-scored, the report written. Everything lands under OUT (``./mnad-runs`` by default), the
-MLflow store at ``OUT/mlflow.db`` (where ``mnad ui`` looks by default), and the run ends with
-the AUCs, the report's path and the command that opens the MLflow UI on that store. Run it
-again and every stage is skipped; ``mnad run OUT/demo.yaml --force train`` trains anew.
+``small`` preset trained by one Ray Train worker with every CPU and registered in MLflow,
+the test videos scored, the report written. Everything lands under OUT (``./mnad-runs`` by
+default), the MLflow store at ``OUT/mlflow.db`` (where ``mnad ui`` looks by default), and the
+run ends with the AUCs, the report's path and the command that opens the MLflow UI on that
+store. Run it again and every stage is skipped; ``mnad run OUT/demo.yaml --force train``
+trains anew.
 
 The number of epochs is set so that the demo ends within 10 minutes on 2 cores, with a frame
 AUC above 0.9 on the synthetic test videos.

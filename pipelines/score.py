@@ -16,9 +16,9 @@ Memory modes:
 Each actor loads the model once, folds its BatchNorms into the convolutions and makes its
 weights channels_last (the same scores to float rounding, faster), and runs each video's
 clips through ``mnad.scorer.StreamingScorer`` in batches (the encoder always batched; the
-decoder batched too, exactly). ``--gpus-per-actor``
-puts the actors on GPUs (fractions share one); ``--precision bf16`` runs the convolutions
-under bfloat16 autocast, faster where the hardware has it, at the cost of bit-exactness.
+decoder batched too, exactly). ``--gpus-per-actor`` puts the actors on GPUs (fractions
+share one); ``--precision bf16`` runs the convolutions under bfloat16 autocast, faster where
+the hardware has it, at the cost of bit-exactness.
 A finished video is written to its own part file atomically, so a job that is interrupted
 and run again skips the videos already scored (in ``paper`` mode it also restores the memory
 each finished video left) and ends with the same output, without duplicate rows.

@@ -36,6 +36,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,12 +99,6 @@ def ratio_text(ratio: float | None, note: str = "") -> str:
     return f"{ratio:.2f}x" + (f" ({note})" if note else "")
 
 
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def model_rows(f: dict) -> list[Row]:
     rows = [
         Row("model", f"training, {t['preset']}, bare model: {t['clips_per_s']:.1f} clips/s")
@@ -124,8 +119,8 @@ def model_rows(f: dict) -> list[Row]:
 
 def ingest_rows(f: dict) -> list[Row]:
     size = "x".join(map(str, f["size"])) if f["size"] else "source size"
-    ingest = _median([r["ingest_fps"] for r in f["runs"]])
-    bare = _median([r["bare_fps"] for r in f["runs"]])
+    ingest = statistics.median([r["ingest_fps"] for r in f["runs"]])
+    bare = statistics.median([r["bare_fps"] for r in f["runs"]])
     runs = len(f["runs"])
     return [
         Row(
