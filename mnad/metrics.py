@@ -161,8 +161,8 @@ def micro_auc(
 ) -> float:
     """The paper's frame-level AUC: the frames of all videos pooled into one ROC.
 
-    Scores must already be normalised per video (``mnad.scores.score_videos``); this function
-    does not normalise.
+    Scores must already be normalised per video (``mnad.anomaly_score.fused_abnormality``
+    on each video); this function does not normalise.
 
     Args:
         scores_by_video: video name -> (T,) per-frame abnormality.

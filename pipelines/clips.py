@@ -13,8 +13,7 @@ the target); for reconstruction T = 1. Raw frames are stored once (one shard per
   the trainer adds a local shuffle buffer seeded by (seed, epoch, rank). A chunk never spans
   two videos, so neither does a clip. An optional validation set holds out whole training
   videos (never test ones), chosen by fraction and seed.
-- scoring (:func:`video_clips`): one video's clips in frame order, read in bounded chunks,
-  plain Python (the scorer runs it inside its own Ray Data task).
+- scoring: one video's clips in frame order (``pipelines.data.video_clips``).
 
 Rows of a clip dataset: ``clip`` uint8 (T*C, H, W), ``video_index`` int32 (position of the
 video in the list the dataset was built from) and ``frame_index`` int32 (the clip's last
@@ -23,23 +22,17 @@ frame: the predicted one).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from mnad.clips import stack_clips
+from pipelines.data import list_shards, read_frames, read_manifest
 from pipelines.errors import UserError
-from pipelines.schema import (
-    FrameShape,
-    frames_to_numpy,
-    join,
-    list_shards,
-    read_manifest,
-    resolve,
-    shape_from_schema,
-)
+from pipelines.schema import FrameShape
+from pipelines.storage import join
 
 if TYPE_CHECKING:
     import ray.data
@@ -120,33 +113,6 @@ def plan_chunks(videos: Sequence[VideoShard], clip_length: int, chunk_clips: int
 def chunk_clips_for(shape: FrameShape, clip_length: int, target_bytes: int = CHUNK_BYTES) -> int:
     """How many clips make a chunk of about ``target_bytes`` of clip pixels."""
     return max(1, target_bytes // (clip_length * shape.nbytes))
-
-
-def read_frames(path: str, start: int, stop: int) -> np.ndarray:
-    """Frames ``start .. stop - 1`` of one shard: uint8 (n, H, W, C).
-
-    Only the row groups that hold them are read (the filter prunes by their statistics).
-    """
-    fs, file = resolve(path)
-    table = pq.read_table(
-        file,
-        filesystem=fs,
-        columns=["frame_index", "frame"],
-        filters=[("frame_index", ">=", start), ("frame_index", "<", stop)],
-    )
-    index = table.column("frame_index").to_numpy()
-    if not np.array_equal(index, np.arange(start, stop)):
-        raise ValueError(f"{path}: frames {start}..{stop - 1} are missing or out of order")
-    return frames_to_numpy(table.column("frame"), shape_from_schema(table.schema))  # (n, H, W, C)
-
-
-def stack_clips(frames: np.ndarray, starts: np.ndarray, clip_length: int) -> np.ndarray:
-    """Clips starting at ``starts`` in ``frames`` (n, H, W, C): uint8 (k, T*C, H, W), the
-    T frames of a clip stacked on the channel axis oldest first."""
-    _, h, w, c = frames.shape
-    index = starts[:, None] + np.arange(clip_length)  # (k, T)
-    clips = frames[index]  # (k, T, H, W, C)
-    return np.ascontiguousarray(clips.transpose(0, 1, 4, 2, 3)).reshape(-1, clip_length * c, h, w)
 
 
 def read_chunk(
@@ -261,42 +227,3 @@ def training_clips(
         val_videos=tuple(val),
         clip_length=clip_length,
     )
-
-
-class ClipBatch(NamedTuple):
-    """Consecutive clips of one video, in frame order."""
-
-    frame_index: np.ndarray  # (k,) int32: each clip's last frame
-    label: np.ndarray  # (k,) int8: the label of that frame
-    clips: np.ndarray  # (k, T*C, H, W) uint8
-
-
-def video_clips(path: str, clip_length: int, chunk_frames: int = 256) -> Iterator[ClipBatch]:
-    """Every clip of one video in frame order, reading at most ``chunk_frames`` new frames
-    at a time and keeping the last T - 1 frames across chunks. A video shorter than T
-    yields nothing."""
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, not {chunk_frames}")
-    fs, file = resolve(path)
-    with fs.open_input_file(file) as f:
-        reader = pq.ParquetFile(f)
-        shape = shape_from_schema(reader.schema_arrow)
-        carry = np.empty((0, *shape), dtype=np.uint8)  # (<= T-1, H, W, C) frames kept
-        seen = 0
-        columns = ["frame_index", "label", "frame"]
-        for batch in reader.iter_batches(batch_size=chunk_frames, columns=columns):
-            index = batch.column("frame_index").to_numpy()  # (n,)
-            if not np.array_equal(index, np.arange(seen, seen + len(index))):
-                raise ValueError(f"{path}: frames out of order at {seen}")
-            seen += len(index)
-            frames = np.concatenate([carry, frames_to_numpy(batch.column("frame"), shape)])
-            count = min(len(frames) - clip_length + 1, len(index))  # clips ending in this batch
-            if count > 0:
-                labels = batch.column("label").to_numpy(zero_copy_only=False)  # (n,)
-                first = len(frames) - clip_length + 1 - count
-                yield ClipBatch(
-                    frame_index=index[len(index) - count :].astype(np.int32),
-                    label=labels[len(labels) - count :],
-                    clips=stack_clips(frames, np.arange(first, first + count), clip_length),
-                )
-            carry = frames[max(0, len(frames) - clip_length + 1) :]

@@ -1,5 +1,5 @@
-"""The one error type that the command line turns into a one-line message."""
+"""The errors that the command line turns into a one-line message."""
 
-from mnad.errors import UserError
+from mnad.errors import OptionError, UserError
 
-__all__ = ["UserError"]
+__all__ = ["OptionError", "UserError"]

@@ -1,30 +1,26 @@
 """The Parquet data contract between ingest, train and score, declared once.
 
-A DATA folder (a local path or an ``s3://`` / ``gs://`` URI) holds::
+The files of a DATA folder (read through :mod:`pipelines.data`) and of a SCORES folder::
 
     DATA/<split>/<video_id>.parquet   one shard per video, frames in order (SCHEMA)
     DATA/manifest.parquet             one row per input video, failed ones too (MANIFEST_SCHEMA)
     DATA/summary.json                 counts per split, frame size, dataset name, layout
+    SCORES/.../*.parquet              one row per scored frame (SCORES_SCHEMA)
 
 A shard's rows are one video's frames in their natural order; ``frame`` holds the raw
 uint8 pixels of one frame, row-major H*W*C. The frame size is in the file's key-value
 metadata (``mnad.height``, ``mnad.width``, ``mnad.channels``) and in ``summary.json``.
 
-Train and score read through :func:`validate_data`, :func:`list_shards` and
-:func:`frames_to_numpy`; nothing else needs to know how the files are laid out.
+Nothing but ingest (which writes them) and :mod:`pipelines.data` (which reads them) needs
+to know how the files are laid out.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from pipelines.errors import UserError
 
@@ -49,6 +45,8 @@ SCHEMA = pa.schema(
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
+INGESTED = (STATUS_OK, STATUS_SKIPPED)
+"""Manifest statuses of a video whose shard is in DATA (ingested now or by an earlier run)."""
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -66,8 +64,23 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 
+#: Columns of a scoring job's scores: one row per scored frame.
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        pa.field("psnr", pa.float64(), nullable=False),
+        pa.field("feature_distance", pa.float64(), nullable=False),
+        pa.field("point_score", pa.float64(), nullable=False),
+        pa.field("memory_updated", pa.bool_(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),  # abnormality: higher = more anomalous
+        pa.field("label", pa.int8(), nullable=False),  # 1 anomalous, 0 normal, -1 unknown
+    ]
+)
+
 MANIFEST_FILE = "manifest.parquet"
-SUMMARY_FILE = "summary.json"
+DATA_SUMMARY_FILE = "summary.json"
 
 _META_HEIGHT = b"mnad.height"
 _META_WIDTH = b"mnad.width"
@@ -167,114 +180,3 @@ def frames_to_numpy(column: pa.Array | pa.ChunkedArray, shape: FrameShape) -> np
         raise ValueError(f"frames are not all {shape.nbytes} bytes ({shape})")
     data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
     return data.reshape(n, *shape)  # (n, H, W, C)
-
-
-# --- file systems and the reader API used by train and score --------------------------------
-
-
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow file system and the path in it, for a local path or an s3:// / gs:// URI."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path parts with '/', the separator of every pyarrow file system."""
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def shard_relpath(split: str, video_id: str) -> str:
-    """Where a video's shard lives, relative to DATA."""
-    return f"{split}/{video_id}.parquet"
-
-
-@dataclass(frozen=True)
-class DataSummary:
-    """What train and score need to know about a DATA folder (from its summary.json)."""
-
-    dataset: str
-    layout: str
-    shape: FrameShape | None  # None when the videos were ingested at different sizes
-    splits: dict[str, dict[str, int]]  # split -> {"videos", "frames", "anomalous_frames"}
-    failed: int
-
-
-def read_summary(data: str) -> DataSummary:
-    """Read DATA/summary.json (UserError if it is missing or not an mnad summary)."""
-    fs, root = resolve(data)
-    path = join(root, SUMMARY_FILE)
-    try:
-        with fs.open_input_stream(path) as f:
-            raw = json.loads(f.read())
-    except FileNotFoundError:
-        raise UserError(f"{data}: no {SUMMARY_FILE}; run `mnad ingest` first") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not JSON ({err})") from None
-    try:
-        size = raw["height"], raw["width"], raw["channels"]
-        return DataSummary(
-            dataset=raw["dataset"],
-            layout=raw["layout"],
-            shape=FrameShape(*size) if None not in size else None,
-            splits={s: {k: int(v) for k, v in raw["splits"][s].items()} for s in raw["splits"]},
-            failed=len(raw["failed"]),
-        )
-    except (KeyError, TypeError) as err:
-        raise UserError(f"{path}: not an mnad summary (missing {err})") from None
-
-
-def read_manifest(data: str) -> pa.Table | None:
-    """DATA/manifest.parquet as a table, or None if there is none yet."""
-    fs, root = resolve(data)
-    path = join(root, MANIFEST_FILE)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    table = pq.read_table(path, filesystem=fs)
-    if not table.schema.equals(MANIFEST_SCHEMA):
-        raise UserError(f"{path}: not an mnad manifest (schema {table.schema.names})")
-    return table
-
-
-def list_shards(data: str, split: str) -> list[str]:
-    """The shards of one split, as paths (or URIs) readable by pyarrow, in video_id order.
-
-    Only shards that the manifest lists as ingested count, so stray or temporary files in
-    the folder are never read.
-    """
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}: expected one of {SPLITS}")
-    manifest = read_manifest(data)
-    if manifest is None:
-        raise UserError(f"{data}: no {MANIFEST_FILE}; run `mnad ingest` first")
-    rows = sorted(
-        (r["video_id"], r["shard"])
-        for r in manifest.to_pylist()
-        if r["split"] == split and r["status"] in (STATUS_OK, STATUS_SKIPPED)
-    )
-    return [join(data, shard) for _, shard in rows]
-
-
-def validate_data(data: str, splits: tuple[str, ...] = SPLITS) -> DataSummary:
-    """Check that DATA is an ingested folder of this schema with one frame size and at
-    least one video in each of ``splits``; return its summary. UserError otherwise."""
-    summary = read_summary(data)
-    if summary.shape is None:
-        raise UserError(
-            f"{data}: its videos were ingested at different frame sizes; "
-            "re-run `mnad ingest` with --size H W"
-        )
-    for split in splits:
-        shards = list_shards(data, split)
-        if not shards:
-            raise UserError(f"{data}: no ingested videos in split {split!r}")
-        fs, path = resolve(shards[0])
-        schema = pq.read_schema(path, filesystem=fs)
-        if not schema.remove_metadata().equals(SCHEMA):
-            raise UserError(f"{shards[0]}: columns {schema.names} are not the mnad schema")
-        if shape_from_schema(schema) != summary.shape:
-            raise UserError(
-                f"{shards[0]}: frames are {shape_from_schema(schema)}, "
-                f"summary says {summary.shape}; re-run `mnad ingest`"
-            )
-    return summary

@@ -15,7 +15,7 @@ Memory modes:
 
 Each actor loads the model once, folds its BatchNorms into the convolutions and makes its
 weights channels_last (the same scores to float rounding, faster), and runs each video's
-clips through ``mnad.scorer.StreamingScorer`` in batches (the encoder always batched; the
+clips through ``mnad.streaming.StreamingScorer`` in batches (the encoder always batched; the
 decoder batched too, exactly). ``--gpus-per-actor`` puts the actors on GPUs (fractions
 share one); ``--precision bf16`` runs the convolutions under bfloat16 autocast, faster where
 the hardware has it, at the cost of bit-exactness.
@@ -214,7 +214,7 @@ class VideoScorer:
 
         from mnad.checkpoint import load_model
         from mnad.network import inference_copy
-        from mnad.scorer import StreamingScorer
+        from mnad.streaming import StreamingScorer
 
         torch.set_num_threads(max(1, threads))
         model, self.preset = load_model(checkpoint_dir)
@@ -240,7 +240,7 @@ class VideoScorer:
     def score_video(self, task: VideoTask) -> VideoOutcome:
         import torch
 
-        from mnad import scores
+        from mnad import anomaly_score as scores
 
         t0 = time.perf_counter()
         if _exists(task.part):

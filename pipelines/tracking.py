@@ -62,7 +62,7 @@ from mlflow.utils.validation import (
 
 from mnad.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, load_model
 from mnad.config import ModelConfig, Preset
-from mnad.scorer import StreamingScorer
+from mnad.streaming import StreamingScorer
 from pipelines.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -57,10 +57,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnad import memory as mem  # noqa: E402
-from mnad import scores  # noqa: E402
+from mnad import anomaly_score as scores  # noqa: E402
 from mnad.config import Preset, get_preset  # noqa: E402
 from mnad.network import MNAD, build_model, inference_copy  # noqa: E402
-from mnad.scorer import FrameScores, StreamingScorer  # noqa: E402
+from mnad.streaming import FrameScores, StreamingScorer  # noqa: E402
 from pipelines.score import to_model_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

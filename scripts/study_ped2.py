@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mnad import metrics, scores
+from mnad import anomaly_score as scores
+from mnad import metrics
 from mnad.config import get_preset
 from mnad.network import build_model
-from mnad.scorer import StreamingScorer
+from mnad.streaming import StreamingScorer
 
 
 def load_split(root: Path, split: str, size: int, channels: int, cache: Path) -> list[np.ndarray]:

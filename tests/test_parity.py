@@ -18,7 +18,7 @@ from mnad.checkpoint import load_model
 from mnad.errors import UserError
 from mnad.network import inference_copy
 from mnad.paper_import import import_paper_model, read_paper_state
-from mnad.scorer import StreamingScorer
+from mnad.streaming import StreamingScorer
 from pipelines.cli import main as cli_main
 
 ATOL = 1e-5
@@ -79,7 +79,7 @@ def test_eval_sequence_matches_paper(paper_fixture, golden, one_at_a_time, folde
         for frame in frames:
             results.append(scorer.score(*_split(frame["input"], c)))
             torch.testing.assert_close(scorer.items, frame["keys_after"], atol=ATOL, rtol=0)
-        from mnad.scorer import FrameScores
+        from mnad.streaming import FrameScores
 
         result = FrameScores.concat(results)
     else:

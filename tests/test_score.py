@@ -16,7 +16,7 @@ import torch
 from mnad.checkpoint import save_checkpoint
 from mnad.config import ModelConfig, OptimConfig, Preset
 from mnad.network import build_model
-from mnad.scorer import StreamingScorer
+from mnad.streaming import StreamingScorer
 from pipelines.errors import UserError
 from pipelines.score import ScoreConfig, iter_clips, run_score
 from tests.conftest import write_tiny_data

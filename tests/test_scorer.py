@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mnad import memory as mem
-from mnad import scores
+from mnad import anomaly_score as scores
 from mnad.config import ModelConfig
 from mnad.network import build_model
-from mnad.scorer import FrameScores, StreamingScorer
+from mnad.streaming import FrameScores, StreamingScorer
 
 CFG = ModelConfig(height=16, width=24, channels=1, width_mult=1 / 16, memory_size=4)
 

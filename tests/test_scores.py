@@ -1,4 +1,4 @@
-"""mnad.scores against numbers worked out by hand (paper Eqs. 11-13 and the update gate)."""
+"""mnad.anomaly_score against numbers worked out by hand (paper Eqs. 11-13 and the update gate)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from mnad.scores import (
+from mnad.anomaly_score import (
     MSE_EPS,
     fused_abnormality,
     min_max,
     point_score,
     prediction_error,
     psnr,
-    score_videos,
 )
 
 
@@ -159,18 +158,13 @@ def test_fused_abnormality_validates() -> None:
         fused_abnormality(np.zeros(3), np.zeros(3), 1.5)
 
 
-def test_score_videos_normalises_each_video_apart() -> None:
-    psnr_by_video = {"01": np.array([20.0, 30.0, 40.0]), "02": np.array([10.0, 12.0])}
-    distance_by_video = {"01": np.array([0.2, 0.1, 0.4]), "02": np.array([5.0, 1.0])}
-    out = score_videos(psnr_by_video, distance_by_video, alpha=0.6)
-    assert list(out) == ["01", "02"]
-    np.testing.assert_allclose(out["01"], [11 / 15, 0.3, 0.4])
+def test_each_video_is_normalised_apart() -> None:
+    # g(.) spans one video: the same fused score per video as Eq. (13) computed by hand.
+    np.testing.assert_allclose(
+        fused_abnormality(np.array([20.0, 30.0, 40.0]), np.array([0.2, 0.1, 0.4]), 0.6),
+        [11 / 15, 0.3, 0.4],
+    )
     # video 02: g(P) = (0, 1), 1 - g(D) = (0, 1): s = (0, 1)
-    np.testing.assert_allclose(out["02"], [1.0, 0.0])
-
-
-def test_score_videos_validates_names_and_lengths() -> None:
-    with pytest.raises(ValueError, match="unmatched"):
-        score_videos({"a": np.zeros(2)}, {"b": np.zeros(2)}, 0.6)
-    with pytest.raises(ValueError, match="video 'a'"):
-        score_videos({"a": np.zeros(2)}, {"a": np.zeros(3)}, 0.6)
+    np.testing.assert_allclose(
+        fused_abnormality(np.array([10.0, 12.0]), np.array([5.0, 1.0]), 0.6), [1.0, 0.0]
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnad import scores
+from mnad import anomaly_score as scores
 from mnad.checkpoint import save_checkpoint
 from mnad.config import ModelConfig, OptimConfig, Preset
 from mnad.network import build_model

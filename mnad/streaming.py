@@ -2,9 +2,9 @@
 
 Each clip of a video, in order: predict its last frame, take PSNR of the prediction and the
 feature distance D of its queries to their nearest items, and, when the update gate
-(``mnad.scores.point_score``) is below the threshold, update the memory with that frame's
+(``mnad.anomaly_score.point_score``) is below the threshold, update the memory with that frame's
 queries before the next frame is read. Per-video min-max and the fused score come after the
-whole video (``mnad.scores.fused_abnormality``).
+whole video (``mnad.anomaly_score.fused_abnormality``).
 
 The encoder does not depend on the memory, so it runs once per batch of clips. The decoder
 reads the memory, which may change after every frame; it still runs batched: a chunk of
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mnad import anomaly_score as scores
 from mnad import memory as mem
-from mnad import scores
 from mnad.network import MNAD, Encoded
 
 Granularity = Literal["frame", "batch"]

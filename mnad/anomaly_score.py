@@ -5,7 +5,7 @@
 - ``point_score``: the test-time memory-update gate of Sec. 3.4 (the paper's code
   ``utils.point_score``), a pixel-weighted error compared against a threshold.
 - ``min_max``: g(.) of Eq. (13), min-max normalisation over one video.
-- ``fused_abnormality`` and ``score_videos``: Eq. (13), the normality score
+- ``fused_abnormality``: Eq. (13), applied to one video at a time,, the normality score
   ``s = alpha * g(P) + (1 - alpha) * (1 - g(D))`` with D the feature distance of Eq. (12)
   (the compactness of the frame's queries to their nearest items), returned as the
   abnormality ``1 - s``.
@@ -16,7 +16,6 @@ as in the paper's code. Everything here is pure and vectorised; nothing loops ov
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TypeVar
 
 import numpy as np
@@ -153,29 +152,3 @@ def fused_abnormality(psnr: np.ndarray, distance: np.ndarray, alpha: float) -> n
     normality = alpha * min_max(psnr) + (1 - alpha) * (1 - min_max(distance))  # (T,)
     return 1 - normality
 
-
-def score_videos(
-    psnr_by_video: Mapping[str, np.ndarray],
-    distance_by_video: Mapping[str, np.ndarray],
-    alpha: float,
-) -> dict[str, np.ndarray]:
-    """``fused_abnormality`` applied to each video, normalised within that video (Eq. 13).
-
-    Args:
-        psnr_by_video: video name -> (T,) per-frame PSNR.
-        distance_by_video: video name -> (T,) per-frame feature distance; same names.
-        alpha: weight of the PSNR term, in [0, 1].
-
-    Returns:
-        video name -> (T,) float64 abnormality, in the order of ``psnr_by_video``.
-    """
-    if set(psnr_by_video) != set(distance_by_video):
-        missing = sorted(set(psnr_by_video) ^ set(distance_by_video))
-        raise ValueError(f"psnr and distance name different videos; unmatched: {missing}")
-    scores: dict[str, np.ndarray] = {}
-    for name, video_psnr in psnr_by_video.items():
-        try:
-            scores[name] = fused_abnormality(video_psnr, distance_by_video[name], alpha)
-        except ValueError as err:
-            raise ValueError(f"video {name!r}: {err}") from err
-    return scores

@@ -1,0 +1,192 @@
+"""Reading a DATA folder (the ingest stage's output): its summary, manifest and shards.
+
+Train and score read DATA only through this module: :func:`validate_data` checks a folder
+before any work, :func:`list_shards` names the shards of a split, :func:`read_frames` reads a
+run of one video's frames and :func:`video_clips` streams a video's clips in frame order.
+The files themselves are declared in :mod:`pipelines.schema`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mnad.clips import stack_clips
+from pipelines.errors import UserError
+from pipelines.schema import (
+    DATA_SUMMARY_FILE,
+    INGESTED,
+    MANIFEST_FILE,
+    MANIFEST_SCHEMA,
+    SCHEMA,
+    SPLITS,
+    FrameShape,
+    frames_to_numpy,
+    shape_from_schema,
+)
+from pipelines.storage import is_file, join, resolve
+
+
+def shard_relpath(split: str, video_id: str) -> str:
+    """Where a video's shard lives, relative to DATA."""
+    return f"{split}/{video_id}.parquet"
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What train and score need to know about a DATA folder (from its summary.json)."""
+
+    dataset: str
+    layout: str
+    shape: FrameShape | None  # None when the videos were ingested at different sizes
+    splits: dict[str, dict[str, int]]  # split -> {"videos", "frames", "anomalous_frames"}
+    failed: int
+
+
+def read_summary(data: str) -> DataSummary:
+    """Read DATA/summary.json (UserError if it is missing or not an mnad summary)."""
+    fs, root = resolve(data)
+    path = join(root, DATA_SUMMARY_FILE)
+    try:
+        with fs.open_input_stream(path) as f:
+            raw = json.loads(f.read())
+    except FileNotFoundError:
+        raise UserError(f"{data}: no {DATA_SUMMARY_FILE}; run `mnad ingest` first") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not JSON ({err})") from None
+    try:
+        size = raw["height"], raw["width"], raw["channels"]
+        return DataSummary(
+            dataset=raw["dataset"],
+            layout=raw["layout"],
+            shape=FrameShape(*size) if None not in size else None,
+            splits={s: {k: int(v) for k, v in raw["splits"][s].items()} for s in raw["splits"]},
+            failed=len(raw["failed"]),
+        )
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{path}: not an mnad summary (missing {err})") from None
+
+
+def read_manifest(data: str) -> pa.Table | None:
+    """DATA/manifest.parquet as a table, or None if there is none yet."""
+    if not is_file(join(data, MANIFEST_FILE)):
+        return None
+    fs, root = resolve(data)
+    path = join(root, MANIFEST_FILE)
+    table = pq.read_table(path, filesystem=fs)
+    if not table.schema.equals(MANIFEST_SCHEMA):
+        raise UserError(f"{path}: not an mnad manifest (schema {table.schema.names})")
+    return table
+
+
+def ingested_rows(data: str, split: str | None = None) -> list[dict]:
+    """The manifest rows of the videos whose shards DATA holds (of one split, or all), in
+    (split, video_id) order. UserError if DATA has no manifest."""
+    manifest = read_manifest(data)
+    if manifest is None:
+        raise UserError(f"{data}: no {MANIFEST_FILE}; run `mnad ingest` first")
+    rows = [
+        r
+        for r in manifest.to_pylist()
+        if r["status"] in INGESTED and (split is None or r["split"] == split)
+    ]
+    return sorted(rows, key=lambda r: (r["split"], r["video_id"]))
+
+
+def list_shards(data: str, split: str) -> list[str]:
+    """The shards of one split, as paths (or URIs) readable by pyarrow, in video_id order.
+
+    Only shards that the manifest lists as ingested count, so stray or temporary files in
+    the folder are never read.
+    """
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: expected one of {SPLITS}")
+    return [join(data, r["shard"]) for r in ingested_rows(data, split)]
+
+
+def validate_data(data: str, splits: tuple[str, ...] = SPLITS) -> DataSummary:
+    """Check that DATA is an ingested folder of this schema with one frame size and at
+    least one video in each of ``splits``; return its summary. UserError otherwise."""
+    summary = read_summary(data)
+    if summary.shape is None:
+        raise UserError(
+            f"{data}: its videos were ingested at different frame sizes; "
+            "re-run `mnad ingest` with --size H W"
+        )
+    for split in splits:
+        shards = list_shards(data, split)
+        if not shards:
+            raise UserError(f"{data}: no ingested videos in split {split!r}")
+        fs, path = resolve(shards[0])
+        schema = pq.read_schema(path, filesystem=fs)
+        if not schema.remove_metadata().equals(SCHEMA):
+            raise UserError(f"{shards[0]}: columns {schema.names} are not the mnad schema")
+        if shape_from_schema(schema) != summary.shape:
+            raise UserError(
+                f"{shards[0]}: frames are {shape_from_schema(schema)}, "
+                f"summary says {summary.shape}; re-run `mnad ingest`"
+            )
+    return summary
+
+
+def read_frames(path: str, start: int, stop: int) -> np.ndarray:
+    """Frames ``start .. stop - 1`` of one shard: uint8 (n, H, W, C).
+
+    Only the row groups that hold them are read (the filter prunes by their statistics).
+    """
+    fs, file = resolve(path)
+    table = pq.read_table(
+        file,
+        filesystem=fs,
+        columns=["frame_index", "frame"],
+        filters=[("frame_index", ">=", start), ("frame_index", "<", stop)],
+    )
+    index = table.column("frame_index").to_numpy()
+    if not np.array_equal(index, np.arange(start, stop)):
+        raise ValueError(f"{path}: frames {start}..{stop - 1} are missing or out of order")
+    return frames_to_numpy(table.column("frame"), shape_from_schema(table.schema))  # (n, H, W, C)
+
+
+class ClipBatch(NamedTuple):
+    """Consecutive clips of one video, in frame order."""
+
+    frame_index: np.ndarray  # (k,) int32: each clip's last frame
+    label: np.ndarray  # (k,) int8: the label of that frame
+    clips: np.ndarray  # (k, T*C, H, W) uint8
+
+
+def video_clips(path: str, clip_length: int, chunk_frames: int = 256) -> Iterator[ClipBatch]:
+    """Every clip of one video in frame order, reading at most ``chunk_frames`` new frames
+    at a time and keeping the last T - 1 frames across chunks. A video shorter than T
+    yields nothing."""
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, not {chunk_frames}")
+    fs, file = resolve(path)
+    with fs.open_input_file(file) as f:
+        reader = pq.ParquetFile(f)
+        shape = shape_from_schema(reader.schema_arrow)
+        carry = np.empty((0, *shape), dtype=np.uint8)  # (<= T-1, H, W, C) frames kept
+        seen = 0
+        columns = ["frame_index", "label", "frame"]
+        for batch in reader.iter_batches(batch_size=chunk_frames, columns=columns):
+            index = batch.column("frame_index").to_numpy()  # (n,)
+            if not np.array_equal(index, np.arange(seen, seen + len(index))):
+                raise ValueError(f"{path}: frames out of order at {seen}")
+            seen += len(index)
+            frames = np.concatenate([carry, frames_to_numpy(batch.column("frame"), shape)])
+            count = min(len(frames) - clip_length + 1, len(index))  # clips ending in this batch
+            if count > 0:
+                labels = batch.column("label").to_numpy(zero_copy_only=False)  # (n,)
+                first = len(frames) - clip_length + 1 - count
+                yield ClipBatch(
+                    frame_index=index[len(index) - count :].astype(np.int32),
+                    label=labels[len(labels) - count :],
+                    clips=stack_clips(frames, np.arange(first, first + count), clip_length),
+                )
+            carry = frames[max(0, len(frames) - clip_length + 1) :]

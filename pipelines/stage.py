@@ -1,0 +1,55 @@
+"""What every stage shares with the orchestrator: how it says its outputs are complete.
+
+Each stage package (``ingest``, ``train``, ``score``, and ``synth``) has a typed config in,
+a typed result out (``to_json`` / ``from_json``), and ``completion(config)``, which looks at
+the stage's outputs and says whether they are there and current for that config, with the
+result they hold when they are. ``mnad run`` decides what to run from these alone
+(:mod:`pipelines.spec.plan`); it never reads a stage's files itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines import storage
+
+MARKER = "_SUCCESS.json"
+"""The file whose presence says a stage's outputs are complete, and what made them."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Whether a stage's outputs for one config are complete.
+
+    ``reason``: why not (``"no summary.json yet"``), or what is there when complete.
+    ``result``: the stage's typed result, read back from its outputs, when complete.
+    ``partial``: outputs of an interrupted run that a new run continues rather than
+    starting over (a training run's state, scored videos).
+    """
+
+    complete: bool
+    reason: str
+    result: Any = None
+    partial: bool = False
+
+    @classmethod
+    def done(cls, result: Any, reason: str) -> Completion:
+        return cls(True, reason, result)
+
+    @classmethod
+    def missing(cls, reason: str, partial: bool = False) -> Completion:
+        return cls(False, reason, None, partial)
+
+
+def read_marker(folder: str) -> dict[str, Any] | None:
+    """The marker document in ``folder``, or None if the stage did not complete there."""
+    return storage.read_json(storage.join(folder, MARKER))
+
+
+def write_marker(folder: str, doc: dict[str, Any]) -> None:
+    """Say, atomically, that the outputs in ``folder`` are complete and what made them."""
+    storage.write_json(storage.join(folder, MARKER), doc)
+
+
+__all__ = ["MARKER", "Completion", "read_marker", "write_marker"]
