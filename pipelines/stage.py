@@ -3,12 +3,16 @@
 Each stage package (``ingest``, ``train``, ``score``, and ``synth``) has a typed config in,
 a typed result out (``to_json`` / ``from_json``), and ``completion(config)``, which looks at
 the stage's outputs and says whether they are there and current for that config, with the
-result they hold when they are. ``mnad run`` decides what to run from these alone
+result they hold when they are; ``discard(config)`` deletes those outputs (``--force``, or
+the state of a start that died before it could be continued). ``mnad run`` decides what to run from these alone
 (:mod:`pipelines.spec.plan`); it never reads a stage's files itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,12 @@ class Completion:
         return cls(False, reason, None, partial)
 
 
+def fingerprint(doc: Mapping[str, Any]) -> str:
+    """A short, stable hash of a JSON-able mapping (what identifies a stage's result)."""
+    text = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def read_marker(folder: str) -> dict[str, Any] | None:
     """The marker document in ``folder``, or None if the stage did not complete there."""
     return storage.read_json(storage.join(folder, MARKER))
@@ -52,4 +62,4 @@ def write_marker(folder: str, doc: dict[str, Any]) -> None:
     storage.write_json(storage.join(folder, MARKER), doc)
 
 
-__all__ = ["MARKER", "Completion", "read_marker", "write_marker"]
+__all__ = ["MARKER", "Completion", "fingerprint", "read_marker", "write_marker"]
