@@ -4,8 +4,8 @@ Each stage package (``ingest``, ``train``, ``score``, and ``synth``) has a typed
 a typed result out (``to_json`` / ``from_json``), and ``completion(config)``, which looks at
 the stage's outputs and says whether they are there and current for that config, with the
 result they hold when they are; ``discard(config)`` deletes those outputs (``--force``, or
-the state of a start that died before it could be continued). ``mnad run`` decides what to run from these alone
-(:mod:`pipelines.spec.plan`); it never reads a stage's files itself.
+the state of a start that died before it could be continued). ``mnad run`` decides what
+to run from these alone (:mod:`pipelines.spec.plan`); it never reads a stage's files itself.
 """
 
 from __future__ import annotations
