@@ -32,36 +32,33 @@ Task = Literal["pred", "recon"]
 PAPER_WIDTHS = (64, 128, 256, 512)
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the network's shape, its losses and its test-time scoring."""
 
     task: Task = field(
-        default="pred", metadata=_help("pred: predict frame t from t-1 frames; recon: rebuild it")
+        default="pred",
+        metadata=dict(help="pred: predict frame t from t-1 frames; recon: rebuild it"),
     )
-    height: int = field(default=256, metadata=_help("input height in pixels (divisible by 8)"))
-    width: int = field(default=256, metadata=_help("input width in pixels (divisible by 8)"))
-    channels: int = field(default=3, metadata=_help("image channels: 1 (grey) or 3"))
+    height: int = field(default=256, metadata=dict(help="input height in pixels (divisible by 8)"))
+    width: int = field(default=256, metadata=dict(help="input width in pixels (divisible by 8)"))
+    channels: int = field(default=3, metadata=dict(help="image channels: 1 (grey) or 3"))
     input_frames: int = field(
-        default=4, metadata=_help("frames stacked as input: t-1 = 4 for pred, 1 for recon")
+        default=4, metadata=dict(help="frames stacked as input: t-1 = 4 for pred, 1 for recon")
     )
     width_mult: float = field(
-        default=1.0, metadata=_help("multiplier on the widths 64, 128, 256, 512")
+        default=1.0, metadata=dict(help="multiplier on the widths 64, 128, 256, 512")
     )
-    memory_size: int = field(default=10, metadata=_help("number of memory items M"))
-    lambda_compact: float = field(default=0.1, metadata=_help("weight of the compactness loss"))
+    memory_size: int = field(default=10, metadata=dict(help="number of memory items M"))
+    lambda_compact: float = field(default=0.1, metadata=dict(help="weight of the compactness loss"))
     lambda_separate: float = field(
-        default=0.1, metadata=_help("weight of the separateness loss")
+        default=0.1, metadata=dict(help="weight of the separateness loss")
     )
     alpha: float = field(
-        default=0.6, metadata=_help("weight of PSNR against feature distance in the score")
+        default=0.6, metadata=dict(help="weight of PSNR against feature distance in the score")
     )
     update_threshold: float = field(
-        default=0.01, metadata=_help("test-time memory update when the weighted error is below")
+        default=0.01, metadata=dict(help="test-time memory update when the weighted error is below")
     )
 
     def __post_init__(self) -> None:
@@ -113,10 +110,10 @@ class ModelConfig:
 class OptimConfig:
     """Optimisation: Adam with cosine annealing per epoch, as the paper's ``Train.py``."""
 
-    lr: float = field(default=2e-4, metadata=_help("Adam learning rate"))
-    batch_size: int = field(default=4, metadata=_help("clips per optimisation step (global)"))
-    epochs: int = field(default=60, metadata=_help("training epochs"))
-    seed: int = field(default=0, metadata=_help("seed of weights, memory and clip order"))
+    lr: float = field(default=2e-4, metadata=dict(help="Adam learning rate"))
+    batch_size: int = field(default=4, metadata=dict(help="clips per optimisation step (global)"))
+    epochs: int = field(default=60, metadata=dict(help="training epochs"))
+    seed: int = field(default=0, metadata=dict(help="seed of weights, memory and clip order"))
 
     def __post_init__(self) -> None:
         if not self.lr > 0:

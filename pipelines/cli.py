@@ -1,21 +1,21 @@
 """The `mnad` command line: a thin layer over the stage functions.
 
-Every subcommand is one typed function that takes one config dataclass. The dataclass's
-fields become the options; each field's ``metadata["help"]`` is its ``--help`` text, and a
-field with ``metadata["positional"]`` is a positional argument. Errors that a user can fix
-(``UserError``) print one line and exit with status 2; nothing else is caught here.
+Every subcommand is one typed function that takes one config dataclass and returns the
+stage's typed result. The dataclass's fields become the options (:mod:`pipelines.options`:
+each field's help is its ``--help`` text, and a positional field is a positional
+argument). The exit status is the result's ``exit_status`` (1 when some inputs failed),
+else 0 (``mnad ui`` returns the UI's own). Errors that a user can fix (``UserError``) print
+one line and exit with status 2; nothing else is caught here.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
-import typing
 from collections.abc import Callable
 from typing import Any
 
+from pipelines import options
 from pipelines.errors import UserError
 
 # name -> (module, config class, function, one-line description). Imported lazily so that
@@ -72,69 +72,6 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one option per field of the dataclass ``cls`` (positional where marked)."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init or f.metadata.get("cli") is False:
-            continue
-        tp, optional = _unwrap_optional(hints[f.name])
-        help_text = f.metadata.get("help", "")
-        has_default = f.default is not dataclasses.MISSING or (
-            f.default_factory is not dataclasses.MISSING
-        )
-        default = (
-            f.default
-            if f.default is not dataclasses.MISSING
-            else (f.default_factory() if has_default else None)
-        )
-        kwargs: dict[str, Any] = {"help": help_text}
-        origin = typing.get_origin(tp)
-        if origin is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(tp))
-            kwargs["type"] = type(typing.get_args(tp)[0])
-        elif origin in (tuple, list):
-            args = typing.get_args(tp)
-            kwargs["type"] = args[0]
-            kwargs["nargs"] = len(args) if origin is tuple and ... not in args else "+"
-        elif tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = tp
-        if f.metadata.get("positional"):
-            kwargs.pop("action", None)
-            parser.add_argument(f.name, metavar=f.name.upper(), **kwargs)
-            continue
-        if has_default:
-            kwargs["default"] = default
-            if tp is not bool and default is not None:
-                kwargs["help"] = f"{help_text} (default: {default})"
-        elif not optional:
-            kwargs["required"] = True
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, **kwargs)
-
-
-def dataclass_from_args(cls: type, ns: argparse.Namespace) -> Any:
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.init and f.metadata.get("cli") is not False and hasattr(ns, f.name):
-            value = getattr(ns, f.name)
-            if isinstance(value, list) and typing.get_origin(f.type) is not list:
-                value = tuple(value)
-            values[f.name] = value
-    return cls(**values)
-
-
 def _load(name: str) -> tuple[type, Callable[[Any], Any]]:
     import importlib
 
@@ -161,17 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         cls, fn = _load(argv[0])
         sub = argparse.ArgumentParser(prog=f"mnad {argv[0]}", description=COMMANDS[argv[0]][3])
-        add_dataclass_arguments(sub, cls)
+        options.add_arguments(sub, cls)
         ns = sub.parse_args(argv[1:])
         try:
-            config = dataclass_from_args(cls, ns)
-            result = fn(config)
+            result = fn(options.from_args(cls, ns))
         except UserError as err:
             print(f"mnad {argv[0]}: error: {err}", file=sys.stderr)
             return 2
         if isinstance(result, int) and not isinstance(result, bool):
-            return result
-        return 0
+            return result  # `mnad ui`: the UI's own exit status
+        return int(getattr(result, "exit_status", 0))
     parser.parse_args(argv)
     return 0
 

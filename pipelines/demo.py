@@ -16,10 +16,12 @@ AUC above 0.9 on the synthetic test videos.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pipelines.errors import UserError
+from pipelines.errors import OptionError
+from pipelines.options import option
 
 DEMO_SPEC = """\
 # The job of `mnad demo`: a synthetic street scene, end to end on one machine.
@@ -50,16 +52,16 @@ score:
 class DemoConfig:
     """Options of `mnad demo`."""
 
-    out: str = field(
-        default="mnad-runs", metadata={"help": "folder that receives everything the demo makes"}
+    out: str = option(
+        "folder that receives everything the demo makes", default="mnad-runs", path=True
     )
-    quiet: bool = field(default=False, metadata={"help": "print only errors and the result"})
+    quiet: bool = option("print only errors and the result", default=False, execution=True)
 
     def __post_init__(self) -> None:
         if not self.out:
-            raise UserError("--out is empty")
+            raise OptionError("out", "--out is empty")
         if "://" in self.out:
-            raise UserError(f"--out {self.out}: the demo writes to a local folder")
+            raise OptionError("out", f"--out {self.out}: the demo writes to a local folder")
 
 
 def write_demo_spec(out: str | Path) -> Path:
@@ -72,8 +74,9 @@ def write_demo_spec(out: str | Path) -> Path:
     return path
 
 
-def run_demo(config: DemoConfig) -> int:
-    """Write the demo spec under ``config.out`` and run it on a new local Ray."""
+def run_demo(config: DemoConfig) -> Any:
+    """Write the demo spec under ``config.out`` and run it on a new local Ray; the job's
+    :class:`~pipelines.spec.JobResult`."""
     from pipelines.spec import RunSpecConfig, run_spec
 
     path = write_demo_spec(config.out)

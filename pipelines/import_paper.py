@@ -1,34 +1,31 @@
-"""`mnad import-paper`: a checkpoint of the paper's code into this project's format."""
+"""`mnad import-paper`: a checkpoint of the paper's code into this project's format (driver)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mnad.checkpoint import save_checkpoint
-from mnad.errors import UserError
 from mnad.paper_import import import_paper_model
+from pipelines.errors import OptionError, UserError
+from pipelines.options import option
 
 
 @dataclass(frozen=True)
 class ImportPaperConfig:
     """Where the paper's files are and where the converted checkpoint goes."""
 
-    model_pth: str = field(
-        metadata={"positional": True, "help": "model.pth saved by the paper's Train.py"}
-    )
-    keys_pt: str = field(
-        metadata={"positional": True, "help": "keys.pt (the memory) saved beside it"}
-    )
-    out: str = field(metadata={"help": "checkpoint directory to write"})
-    size: tuple[int, int] = field(
-        default=(256, 256), metadata={"help": "input height and width the model is used at"}
+    model_pth: str = option("model.pth saved by the paper's Train.py", positional=True, path=True)
+    keys_pt: str = option("keys.pt (the memory) saved beside it", positional=True, path=True)
+    out: str = option("checkpoint directory to write", path=True)
+    size: tuple[int, int] = option(
+        "input height and width the model is used at", default=(256, 256)
     )
 
     def __post_init__(self) -> None:
         h, w = self.size
         if h % 8 or w % 8 or h < 8 or w < 8:
-            raise UserError(f"--size must be two positive multiples of 8, not {h} {w}")
+            raise OptionError("size", f"--size must be two positive multiples of 8, not {h} {w}")
 
 
 def import_paper(config: ImportPaperConfig) -> Path:

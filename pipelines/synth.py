@@ -1,4 +1,4 @@
-"""`mnad synth`: a synthetic data set of real video files with labelled anomalies.
+"""`mnad synth`: a synthetic data set of real video files with labelled anomalies (driver).
 
 The scene is a grey street seen from above: a static textured background with mild sensor
 noise, and pedestrians (small bright bodies with a head) walking left or right along a
@@ -16,22 +16,26 @@ encoded by ffmpeg (Motion-JPEG in AVI) in the Avenue layout that ``mnad ingest``
     OUT/training_videos/01.avi ...
     OUT/testing_videos/01.avi ...
     OUT/synth.m            UCSD-style ground truth: 1-based inclusive frame ranges per test video
+    OUT/_SUCCESS.json      the options and the result, written last (``completion``)
 
 Frames are generated and piped to ffmpeg in chunks, so memory does not grow with the video.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 
-from pipelines.errors import UserError
+from pipelines.errors import OptionError
+from pipelines.options import flag, option, values
+from pipelines.stage import Completion, read_marker, write_marker
 
 ANOMALY_KINDS = ("fast", "big", "wrong_direction")
 LABEL_FILE = "synth.m"
@@ -61,36 +65,31 @@ PRESETS = {
 class SynthConfig:
     """Options of `mnad synth`."""
 
-    out: str = field(metadata={"help": "folder to write the data set into (created)"})
-    size: Literal["tiny", "small", "demo"] = field(
-        default="small",
-        metadata={"help": "preset: tiny (tests, ~250 frames), small, demo (~3400 frames)"},
+    out: str = option("folder to write the data set into (created)", path=True)
+    size: Literal["tiny", "small", "demo"] = option(
+        "preset: tiny (tests, ~250 frames), small, demo (~3400 frames)", default="small"
     )
-    seed: int = field(default=0, metadata={"help": "random seed; same seed, same videos"})
-    train_videos: int | None = field(
-        default=None, metadata={"help": "number of training videos (default: the preset's)"}
+    seed: int = option("random seed; same seed, same videos", default=0)
+    train_videos: int | None = option(
+        "number of training videos (default: the preset's)", default=None
     )
-    test_videos: int | None = field(
-        default=None, metadata={"help": "number of test videos (default: the preset's)"}
-    )
-    frames: int | None = field(
-        default=None, metadata={"help": "frames per video (default: the preset's)"}
-    )
-    quiet: bool = field(default=False, metadata={"help": "print nothing"})
+    test_videos: int | None = option("number of test videos (default: the preset's)", default=None)
+    frames: int | None = option("frames per video (default: the preset's)", default=None)
+    quiet: bool = option("print nothing", default=False, execution=True)
 
     def __post_init__(self) -> None:
         if not self.out:
-            raise UserError("--out is empty")
+            raise OptionError("out", "--out is empty")
         if "://" in self.out:
-            raise UserError(f"--out {self.out}: synth writes to a local folder only")
+            raise OptionError("out", f"--out {self.out}: synth writes to a local folder only")
         if self.size not in PRESETS:
-            raise UserError(f"--size must be one of {tuple(PRESETS)}, got {self.size!r}")
+            raise OptionError("size", f"--size must be one of {tuple(PRESETS)}, got {self.size!r}")
         for name in ("train_videos", "test_videos"):
             value = getattr(self, name)
             if value is not None and not 1 <= value <= 999:
-                raise UserError(f"--{name.replace('_', '-')} must be in 1..999, got {value}")
+                raise OptionError(name, f"{flag(name)} must be in 1..999, got {value}")
         if self.frames is not None and not 24 <= self.frames <= 100_000:
-            raise UserError(f"--frames must be in 24..100000, got {self.frames}")
+            raise OptionError("frames", f"--frames must be in 24..100000, got {self.frames}")
 
     @property
     def preset(self) -> SynthPreset:
@@ -114,6 +113,13 @@ class SynthResult:
     test_videos: int
     frames: int  # in all videos
     anomalous_frames: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SynthResult:
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -308,6 +314,7 @@ def synthesize(config: SynthConfig) -> SynthResult:
         frames=(p.train_videos + p.test_videos) * p.frames,
         anomalous_frames=anomalous,
     )
+    write_marker(config.out, {"config": _identity(config), "result": result.to_json()})
     if not config.quiet:
         print(
             f"mnad synth: {config.out}: {result.train_videos} training and {result.test_videos} "
@@ -315,3 +322,17 @@ def synthesize(config: SynthConfig) -> SynthResult:
             f"{result.anomalous_frames} anomalous frames"
         )
     return result
+
+
+def _identity(config: SynthConfig) -> dict[str, Any]:
+    """The options that decide the videos (not where they go, not how loudly)."""
+    return {k: v for k, v in values(config).items() if k not in ("out", "quiet")}
+
+
+def completion(config: SynthConfig) -> Completion:
+    """Complete when OUT's marker records the same options (so the same videos)."""
+    done = read_marker(config.out)
+    if done is None or done.get("config") != _identity(config):
+        return Completion.missing("no videos with these options yet")
+    result = SynthResult.from_json(done["result"])
+    return Completion.done(result, f"{config.out} holds these videos")

@@ -31,13 +31,13 @@ from pathlib import Path
 import imageio_ffmpeg
 import ray
 
-from pipelines.decode import DecodeSpec, FrameReader
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.layouts import VideoSource, discover
+from pipelines.ingest.decode import DecodeSettings, FrameReader
+from pipelines.ingest.layouts import VideoSource, discover
 from pipelines.synth import SynthConfig, synthesize
 
 
-def bare_decode(video: VideoSource, spec: DecodeSpec, chunk_bytes: int) -> int:
+def bare_decode(video: VideoSource, spec: DecodeSettings, chunk_bytes: int) -> int:
     """Frames of one video decoded by ffmpeg and read from its pipe, nothing else done."""
     with FrameReader(video.path, video.frames, spec) as reader:
         for _ in reader.chunks(chunk_bytes):
@@ -45,7 +45,9 @@ def bare_decode(video: VideoSource, spec: DecodeSpec, chunk_bytes: int) -> int:
         return reader.frames_read
 
 
-def bare_rate(videos: tuple[VideoSource, ...], spec: DecodeSpec, cpus: int) -> tuple[int, float]:
+def bare_rate(
+    videos: tuple[VideoSource, ...], spec: DecodeSettings, cpus: int
+) -> tuple[int, float]:
     """(frames, frames/s) of bare decoding with ``cpus`` ffmpeg processes at a time."""
     start = time.perf_counter()
     with ThreadPoolExecutor(cpus) as pool:
@@ -59,13 +61,11 @@ def ingest_rate(
     """(frames, frames/s) of the ingest job, Ray already running (its start-up not counted)."""
     start = time.perf_counter()
     config = IngestConfig(source, out, size=size, compression=compression, quiet=True)
-    status = run_ingest(config)
+    result = run_ingest(config)
     seconds = time.perf_counter() - start
-    if status != 0:
+    if result.exit_status != 0:
         raise SystemExit(f"ingest failed on {source}; see {out}/manifest.parquet")
-
-    summary = json.loads(Path(out, "summary.json").read_text())
-    frames = sum(s["frames"] for s in summary["splits"].values())
+    frames = sum(s["frames"] for s in result.splits.values())
     return frames, frames / seconds
 
 
@@ -73,7 +73,7 @@ def throughput(args: argparse.Namespace, tmp: str) -> dict:
     source = args.source or _synthesize(tmp, "small", args)
     size = tuple(args.size) if args.size else None
     videos = discover(source).videos
-    spec = DecodeSpec(imageio_ffmpeg.get_ffmpeg_exe(), size=size, channels=1)
+    spec = DecodeSettings(imageio_ffmpeg.get_ffmpeg_exe(), size=size, channels=1)
     bare_rate(videos[: args.cpus], spec, args.cpus)  # warm the page cache and ffmpeg
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     ingest_rate(source, f"{tmp}/warmup", size)  # start Ray's workers once

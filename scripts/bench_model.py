@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from mnad import memory as mem
+from mnad.clips import split_clip
 from mnad.config import get_preset
+from mnad.losses import training_losses
 from mnad.network import build_model
 
 
@@ -31,17 +33,13 @@ def train_clips_per_s(preset_name: str, steps: int, warmup: int = 2) -> float:
     model = build_model(cfg, seed=0).train()
     opt = torch.optim.Adam(model.parameters(), lr=preset.optim.lr)
     x = torch.rand(batch, cfg.channels * cfg.clip_length, cfg.height, cfg.width) * 2 - 1
-    inputs, target = x[:, : -cfg.channels], x[:, -cfg.channels :]
+    inputs, target = split_clip(x, cfg)
 
     def step() -> None:
         out = model(inputs)
-        loss = (
-            F.mse_loss(out.prediction, target)
-            + cfg.lambda_compact * out.compactness
-            + cfg.lambda_separate * out.separateness
-        )
+        loss = training_losses(out.prediction, target, out.compactness, out.separateness, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.total.backward()
         opt.step()
 
     for _ in range(warmup):

@@ -56,12 +56,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnad import memory as mem  # noqa: E402
 from mnad import anomaly_score as scores  # noqa: E402
+from mnad import memory as mem  # noqa: E402
+from mnad.clips import model_clips, stack_clips  # noqa: E402
 from mnad.config import Preset, get_preset  # noqa: E402
 from mnad.network import MNAD, build_model, inference_copy  # noqa: E402
 from mnad.streaming import FrameScores, StreamingScorer  # noqa: E402
-from pipelines.score import to_model_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PED2 = ROOT.parent / "shared" / "datasets" / "ucsd_ped2"
@@ -118,14 +118,12 @@ def load_videos(frames_dir: Path, preset: Preset, clips_wanted: int) -> list[Vid
 
 
 def video_clips(frames: np.ndarray, preset: Preset) -> Clips:
-    """All clips of one video, as ``pipelines.score.iter_clips`` makes them."""
+    """All clips of one video, as the scoring actors make them
+    (``pipelines.score.video_inputs``: ``mnad.clips.stack_clips`` and ``model_clips``)."""
     cfg = preset.model
-    x = to_model_frames(frames, cfg.channels)  # (n, C, H, W) on [-1, 1]
-    t = cfg.clip_length
-    n = x.shape[0] - t + 1
-    clips = x[torch.arange(n)[:, None] + torch.arange(t)[None]]  # (n, T, C, H, W)
-    inputs = clips[:, :-1] if t > 1 else clips
-    return inputs.reshape(n, -1, *x.shape[2:]).contiguous(), clips[:, -1].contiguous()
+    starts = np.arange(frames.shape[0] - cfg.clip_length + 1)
+    clip = model_clips(stack_clips(frames, starts, cfg.clip_length), cfg)
+    return clip.inputs.contiguous(), clip.target.contiguous()
 
 
 # --- the measured paths ----------------------------------------------------------------------

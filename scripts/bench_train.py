@@ -38,9 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mnad.clips import model_clips  # noqa: E402
+from mnad.losses import training_losses  # noqa: E402
 from mnad.network import build_model  # noqa: E402
-from pipelines.clips import list_videos, video_clips  # noqa: E402
-from pipelines.train import TrainConfig, clip_inputs, load_preset, run_train, training_losses  # noqa: E402
+from pipelines.data import video_clips  # noqa: E402
+from pipelines.train import TrainConfig, load_preset, run_train  # noqa: E402
+from pipelines.train.data import list_videos  # noqa: E402
 
 
 def load_clips(data: str, clip_length: int) -> torch.Tensor:
@@ -72,7 +75,7 @@ def bare_loop(clips: torch.Tensor, preset_name: str, epochs: int, threads: int) 
         order = torch.randperm(len(clips), generator=generator)
         start, cpu = time.perf_counter(), time.process_time()
         for i in range(steps):
-            x, target = clip_inputs(clips[order[i * batch : (i + 1) * batch]], cfg)
+            x, target = model_clips(clips[order[i * batch : (i + 1) * batch]], cfg)
             out = model(x)  # updates the memory with this batch's queries
             loss = training_losses(out.prediction, target, out.compactness, out.separateness, cfg)
             optimizer.zero_grad(set_to_none=True)

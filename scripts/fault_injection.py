@@ -194,7 +194,7 @@ def ffmpeg(*args: str) -> None:
 
 def build_source(root: Path) -> Source:
     """Synthetic videos in the ShanghaiTech layout, plus one bad video per kind."""
-    from pipelines.labels import parse_ucsd_m
+    from pipelines.ingest.labels import parse_ucsd_m
     from pipelines.synth import SynthConfig, synthesize
 
     street = root / "synth"
@@ -389,7 +389,7 @@ def _yes(flag: bool) -> str:
 
 
 def section_ingest(work: Work) -> list[Row]:
-    from pipelines.schema import read_manifest
+    from pipelines.data import read_manifest
 
     source = work.get_source()
     data = work.get_data()

@@ -93,7 +93,7 @@ def drive(work: Path) -> dict:
             )
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                status = run_spec(config)
+                status = run_spec(config).exit_status
             runs.append({"status": status, "json": json.loads(out.getvalue())})
         return {
             "nodes": [cluster.head_node.node_id, worker.node_id],

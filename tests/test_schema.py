@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.data import list_shards, validate_data
 from pipelines.errors import UserError
 from pipelines.schema import (
     MANIFEST_SCHEMA,
@@ -17,10 +18,8 @@ from pipelines.schema import (
     FrameShape,
     frame_batch,
     frames_to_numpy,
-    list_shards,
     shape_from_schema,
     shard_schema,
-    validate_data,
 )
 
 

@@ -8,15 +8,15 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from pipelines.decode import DecodeSpec, FrameReader
 from pipelines.errors import UserError
-from pipelines.labels import parse_ucsd_m
-from pipelines.layouts import discover
-from pipelines.synth import Mover, SynthConfig, flags_to_ranges, synthesize
+from pipelines.ingest.decode import DecodeSettings, FrameReader
+from pipelines.ingest.labels import parse_ucsd_m
+from pipelines.ingest.layouts import discover
+from pipelines.synth import Mover, SynthConfig, completion, flags_to_ranges, synthesize
 
 
 def _decode(path: Path) -> np.ndarray:
-    with FrameReader(str(path), (), DecodeSpec(imageio_ffmpeg.get_ffmpeg_exe())) as reader:
+    with FrameReader(str(path), (), DecodeSettings(imageio_ffmpeg.get_ffmpeg_exe())) as reader:
         data = b"".join(reader.chunks(1 << 20))
         return np.frombuffer(data, np.uint8).reshape(-1, *reader.shape)  # (n, H, W, 1)
 
@@ -33,6 +33,16 @@ def test_tiny_preset_writes_the_avenue_layout(tmp_path: Path) -> None:
     ((start, end),) = ranges[1]
     dark = (frames[..., 0] < 60).reshape(48, -1).sum(axis=1)  # (n,) dark pixels per frame
     assert dark[start - 1 : end].min() > dark[: start - 1].max()  # the vehicle is in view
+
+
+def test_completion_follows_the_options_that_decide_the_videos(tmp_path: Path) -> None:
+    config = SynthConfig(out=str(tmp_path), size="tiny", quiet=True, frames=24)
+    assert not completion(config).complete
+    result = synthesize(config)
+    done = completion(config)
+    assert done.complete and done.result == result  # read back from the marker
+    assert completion(SynthConfig(out=str(tmp_path), size="tiny", frames=24)).complete  # quiet
+    assert not completion(SynthConfig(out=str(tmp_path), size="tiny", frames=24, seed=1)).complete
 
 
 def test_same_seed_same_videos(tmp_path: Path) -> None:

@@ -1,0 +1,296 @@
+"""Decoding one video, or one folder of frame files, with ffmpeg into raw uint8 frames.
+
+Runs inside an ingest Ray task (:mod:`pipelines.ingest.video`), one child ffmpeg process
+per video.
+
+ffmpeg does all pixel work: decoding, resizing (``scale``, bilinear like the paper's
+``cv2.resize``) and conversion to ``gray`` or ``rgb24``. Frames stream from its stdout in
+chunks of bounded size, so memory does not grow with the length of the video. A frame folder
+goes through ffmpeg's concat demuxer, one file per entry with a duration of one second, so a
+frame's timestamp in ffmpeg's log is its index in the folder.
+
+Without ``--size`` the frame size is the source's, read from the output stream line that
+ffmpeg logs before it writes the first frame (there is no ffprobe beside the binary that
+``imageio-ffmpeg`` ships).
+
+Every failure is a :class:`DecodeError` whose text is one line: the file and the cause.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import ffmpeg
+
+from pipelines.schema import FrameShape
+
+_OUTPUT_SIZE = re.compile(r"Video: rawvideo\b.*?, (\d+)x(\d+)\b")
+_INCOMING = re.compile(r"incoming frame - w: (\d+) h: (\d+).*pts_time: ([-\d.]+)")
+_CONTEXT = re.compile(r"filter context - w: (\d+) h: (\d+)")
+_ERROR_CODE = re.compile(r"error code: -?\d+ \((.+)\)")
+_LOG_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+_CAUSE_WORDS = ("error", "invalid", "not found", "missing", "corrupt", "failed", "no such")
+_DESCRIPTION_LINES = ("Input #", "Output #", "Stream #", "Duration:", "Metadata:")
+#: ffmpeg's warning when it guessed the container from content after failing to recognise
+#: the file: a damaged header whose frames it may partly decode.
+_MISDETECTION = "misdetection possible"
+_STDERR_LINES_KEPT = 64
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_BYTES = 1 << 20
+
+
+class DecodeError(Exception):
+    """A video or frame that ffmpeg could not decode; ``str()`` is ``'<path>: <cause>'``."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.path = path
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How to decode: target size (None: the source's), channels, which ffmpeg."""
+
+    ffmpeg: str  # path of the ffmpeg binary
+    size: tuple[int, int] | None = None  # (height, width)
+    channels: int = 1  # 1: gray, 3: rgb24
+    threads: int = 1  # decoder threads
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.size is not None and min(self.size) < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+
+    @property
+    def pix_fmt(self) -> str:
+        return "gray" if self.channels == 1 else "rgb24"
+
+
+def concat_list(frames: tuple[str, ...]) -> str:
+    """A concat-demuxer script with one entry of one second per frame file."""
+    lines = ["ffconcat version 1.0"]
+    for path in frames:
+        quoted = path.replace("'", "'\\''")
+        lines += [f"file '{quoted}'", "duration 1"]
+    return "\n".join(lines) + "\n"
+
+
+def ffmpeg_cause(lines: list[str]) -> str:
+    """The most telling line of ffmpeg's log, without its ``[component @ 0x..]`` prefix.
+
+    The stream description (``Input #0, avi, from 'path':``, ``Stream #0:0``, ...) is passed
+    over: a cause word in a file name is not a cause."""
+    for line in lines:
+        text = _LOG_PREFIX.sub("", line).strip()
+        if text.startswith(_DESCRIPTION_LINES):
+            continue
+        if any(word in text.lower() for word in _CAUSE_WORDS):
+            code = _ERROR_CODE.search(text)
+            return code.group(1) if code else text
+    return lines[-1].strip() if lines else "ffmpeg failed without a message"
+
+
+class _LogReader(threading.Thread):
+    """Drains ffmpeg's stderr; finds the output frame size and the first frame whose size
+    differs from the first one's."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self.lines: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES_KEPT)
+        self.first_lines: list[str] = []
+        self.output_size: tuple[int, int] | None = None  # (height, width)
+        # (index, height, width) of the first frame whose size differs from the first
+        # frame's, and that first size (height, width)
+        self.size_change: tuple[int, int, int] | None = None
+        self.first_size: tuple[int, int] | None = None
+        self.misdetection: str | None = None  # ffmpeg's line, when it guessed the container
+        self.ready = threading.Event()  # set once the output size is known or ffmpeg ended
+        self._in_output = False
+
+    def run(self) -> None:
+        for raw in self._stream:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            self._parse(line)
+        self.ready.set()
+
+    def _parse(self, line: str) -> None:
+        self.lines.append(line)
+        if _MISDETECTION in line and self.misdetection is None:
+            self.misdetection = _LOG_PREFIX.sub("", line).strip()
+        if len(self.first_lines) < _STDERR_LINES_KEPT:
+            self.first_lines.append(line)
+        if line.startswith("Output #0"):
+            self._in_output = True
+        elif self._in_output and self.output_size is None:
+            match = _OUTPUT_SIZE.search(line)
+            if match:
+                self.output_size = (int(match.group(2)), int(match.group(1)))
+                self.ready.set()
+        incoming, context = _INCOMING.search(line), _CONTEXT.search(line)
+        changed = incoming and context and incoming.group(1, 2) != context.group(1, 2)
+        if changed and self.size_change is None:
+            index = round(float(incoming.group(3)))
+            self.size_change = (index, int(incoming.group(2)), int(incoming.group(1)))
+            self.first_size = (int(context.group(2)), int(context.group(1)))
+
+    def cause(self) -> str:
+        """What went wrong, from the first telling line of the log."""
+        return ffmpeg_cause([*self.first_lines, *self.lines])
+
+
+class FrameReader:
+    """The frames of one video file or frame folder, decoded by a child ffmpeg process.
+
+    Use as a context manager; :attr:`shape` is the frame size, :meth:`chunks` yields the
+    pixels of consecutive frames, at most ``max_bytes`` at a time. The process is killed on
+    early exit.
+    """
+
+    def __init__(self, path: str, frames: tuple[str, ...], settings: DecodeSettings) -> None:
+        self.path = path
+        self.frames = frames
+        self.settings = settings
+        self.frames_read = 0
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._proc: subprocess.Popen | None = None
+        self._log: _LogReader | None = None
+        self._shape: FrameShape | None = None
+
+    def __enter__(self) -> FrameReader:
+        self._check_files()
+        self._proc = self._command().run_async(
+            cmd=self.settings.ffmpeg, pipe_stdout=True, pipe_stderr=True
+        )
+        with contextlib.suppress(OSError):  # Linux: fewer, larger reads from a 1 MiB pipe
+            fcntl.fcntl(self._proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        self._log = _LogReader(self._proc.stderr)
+        self._log.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc.stdout.close()
+        if self._log is not None:
+            self._log.join()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _check_files(self) -> None:
+        for path in self.frames or (self.path,):
+            try:
+                size = os.path.getsize(path)
+            except OSError as err:
+                raise DecodeError(path, f"cannot read ({err.strerror})") from None
+            if size == 0:
+                raise DecodeError(path, "empty file")
+
+    def _command(self):
+        input_args = {"err_detect": "explode", "reinit_filter": 0, "threads": self.settings.threads}
+        if self.frames:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mnad-decode-")
+            script = os.path.join(self._tmp.name, "frames.ffconcat")
+            with open(script, "w", encoding="utf-8") as f:
+                f.write(concat_list(self.frames))
+            stream = ffmpeg.input(script, f="concat", safe=0, **input_args)
+        else:
+            stream = ffmpeg.input(self.path, **input_args)
+        video = stream.video
+        if self.settings.size is not None:
+            height, width = self.settings.size
+            video = video.filter("scale", width, height, flags="bilinear")
+        out = ffmpeg.output(
+            video, "pipe:", format="rawvideo", pix_fmt=self.settings.pix_fmt, fps_mode="passthrough"
+        )
+        return out.global_args("-hide_banner", "-nostdin", "-nostats", "-xerror")
+
+    @property
+    def shape(self) -> FrameShape:
+        """The size of the frames that :meth:`chunks` yields."""
+        if self._shape is None:
+            if self.settings.size is not None:
+                height, width = self.settings.size
+            else:
+                assert self._log is not None
+                self._log.ready.wait()
+                if self._log.output_size is None:
+                    self._finish()  # raises with ffmpeg's cause
+                    raise DecodeError(self.path, "ffmpeg reported no video stream")
+                height, width = self._log.output_size
+            self._shape = FrameShape(height, width, self.settings.channels)
+        return self._shape
+
+    def chunks(self, max_bytes: int) -> Iterator[bytes]:
+        """Pixels of consecutive frames, ``k * shape.nbytes`` bytes at a time; checks at the
+        end that ffmpeg succeeded and, for a folder, that every file gave one frame of the
+        first frame's size."""
+        assert self._proc is not None
+        frame_bytes = self.shape.nbytes
+        per_chunk = max(1, max_bytes // frame_bytes)
+        while True:
+            data = self._proc.stdout.read(per_chunk * frame_bytes)
+            whole = len(data) // frame_bytes
+            if whole:
+                self.frames_read += whole
+                yield data[: whole * frame_bytes] if len(data) % frame_bytes else data
+            if len(data) < per_chunk * frame_bytes:
+                break
+        self._finish()
+
+    def _finish(self) -> None:
+        """Wait for ffmpeg and turn what went wrong into one DecodeError."""
+        assert self._proc is not None and self._log is not None
+        returncode = self._proc.wait()
+        self._log.join()
+        if self._log.size_change is not None and self.frames:
+            index, height, width = self._log.size_change
+            first_height, first_width = self._log.first_size or (0, 0)
+            raise DecodeError(
+                self.frames[min(index, len(self.frames) - 1)],
+                f"frame is {height}x{width} (HxW), the folder's first frame is "
+                f"{first_height}x{first_width} (frames of mixed sizes)",
+            )
+        if self._log.misdetection is not None and not self.frames and self.frames_read:
+            # Frames came out of a file ffmpeg did not recognise: some of them, not all.
+            raise DecodeError(
+                self.path,
+                f"damaged container: ffmpeg did not recognise the file and guessed its "
+                f"format from its content ({self._log.misdetection})",
+            )
+        if returncode != 0:
+            if self.frames and self.frames_read < len(self.frames):
+                bad = self.frames[self.frames_read]
+                raise DecodeError(bad, f"unreadable frame ({self._log.cause()})")
+            if self.frames_read == 0:
+                raise DecodeError(self.path, f"not a readable video ({self._log.cause()})")
+            raise DecodeError(
+                self.path,
+                f"corrupt or truncated video: stopped after {self.frames_read} frames "
+                f"({self._log.cause()})",
+            )
+        if self.frames and self.frames_read != len(self.frames):
+            raise DecodeError(
+                self.path, f"decoded {self.frames_read} frames from {len(self.frames)} files"
+            )
+        if self.frames_read == 0:
+            raise DecodeError(self.path, "no video frames")

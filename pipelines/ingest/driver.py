@@ -1,0 +1,175 @@
+"""`mnad ingest` on the driver: videos and frame folders into Parquet shards, a Ray Data job.
+
+:func:`run_ingest` discovers the videos (:mod:`pipelines.ingest.layouts`), then runs one Ray
+task per video (:mod:`pipelines.ingest.video`); each task returns its manifest row. The
+driver prints progress, writes ``manifest.parquet`` and ``summary.json`` (atomically, through
+:mod:`pipelines.storage`) and returns the :class:`~pipelines.ingest.result.IngestResult`.
+:func:`completion` says, from those files alone, whether DATA already holds every video of
+the source at the config's settings.
+
+A video that fails (unreadable, truncated, labels that disagree) fails alone: one line
+``mnad ingest: <path>: <cause>`` on the console, a ``failed`` row in the manifest, and
+``exit_status`` 1 in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import imageio_ffmpeg
+import pyarrow as pa
+
+from pipelines import storage
+from pipelines.data import ingested_rows
+from pipelines.ingest.config import IngestConfig, ingest_settings
+from pipelines.ingest.decode import DecodeSettings
+from pipelines.ingest.layouts import VideoSource, discover
+from pipelines.ingest.result import IngestResult, read_summary, summarize
+from pipelines.ingest.video import IngestPlan, ingest_row
+from pipelines.ray_cluster import ray_session
+from pipelines.schema import MANIFEST_FILE, MANIFEST_SCHEMA, SPLITS, STATUS_FAILED, STATUS_OK
+from pipelines.stage import Completion
+
+
+def run_ingest(config: IngestConfig) -> IngestResult:
+    """Ingest ``config.source`` into ``config.out``; its ``exit_status`` is 1 if a video
+    failed."""
+    found = discover(config.source, config.layout, config.videos_split)
+    _prepare_out(config.out)
+    previous = _previous_rows(config)
+    plan = _plan(config)
+    rows: list[dict[str, Any]] = []
+    with ray_session(config.quiet):
+        start = time.perf_counter()  # throughput counts the job, not Ray's start-up
+        for row in _run_tasks(found.videos, previous, plan, config.ffmpeg_threads):
+            row = {name: row[name] for name in MANIFEST_SCHEMA.names}
+            rows.append(row)
+            if row["status"] == STATUS_FAILED:
+                print(f"mnad ingest: {row['error']}", file=sys.stderr, flush=True)
+            if not config.quiet and len(rows) % config.progress_every == 0:
+                _print_progress(rows, len(found.videos), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["video_id"]))
+    manifest = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    storage.write_parquet(manifest, storage.join(config.out, MANIFEST_FILE))
+    result = summarize(rows, found, config, seconds)
+    result.write()
+    if not config.quiet:
+        _print_summary(result)
+    return result
+
+
+def _plan(config: IngestConfig) -> IngestPlan:
+    decode = DecodeSettings(
+        ffmpeg=imageio_ffmpeg.get_ffmpeg_exe(),
+        size=config.size,
+        channels=config.channels,
+        threads=config.ffmpeg_threads,
+    )
+    return IngestPlan(
+        source=config.source,
+        out=config.out,
+        dataset=config.dataset_name,
+        decode=decode,
+        row_group_bytes=int(config.row_group_mib * 2**20),
+        compression=config.compression,
+    )
+
+
+def _prepare_out(out: str) -> None:
+    """Create DATA and its split folders; remove the temporaries an interrupted run left."""
+    fs, root = storage.resolve(out)
+    for split in SPLITS:
+        fs.create_dir(storage.join(root, split), recursive=True)
+        storage.remove_temporaries(storage.join(out, split))
+    storage.remove_temporaries(out)
+
+
+def _ingested(out: str) -> list[dict[str, Any]] | None:
+    """The manifest rows of the videos DATA holds, or None if it has no manifest yet."""
+    if not storage.is_file(storage.join(out, MANIFEST_FILE)):
+        return None
+    return ingested_rows(out)
+
+
+def _previous_rows(config: IngestConfig) -> dict[tuple[str, str], dict]:
+    """Rows of the last manifest that this run may skip: same settings, ingested."""
+    summary = read_summary(config.out)
+    if summary is None or summary.get("settings") != ingest_settings(config):
+        return {}
+    return {(r["split"], r["video_id"]): r for r in _ingested(config.out) or []}
+
+
+def _run_tasks(
+    videos: tuple[VideoSource, ...],
+    previous: dict[tuple[str, str], dict],
+    plan: IngestPlan,
+    cpus: int,
+) -> Iterator[dict[str, Any]]:
+    """Run one Ray task per video; yield manifest rows as the tasks finish."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.op_resource_reservation_enabled
+    # Progress is one line per N videos, printed by the driver. The job has one operator,
+    # so reserving resources per operator only halves the tasks that run at once.
+    ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = False, False
+    try:
+        items = [
+            {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
+            for v in videos
+        ]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            ingest_row, fn_kwargs={"plan": plan}, num_cpus=cpus
+        )
+        yield from ds.iter_rows()
+    finally:
+        ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = saved
+
+
+def _print_progress(rows: list[dict[str, Any]], total: int, seconds: float) -> None:
+    frames = sum(r["frames"] for r in rows if r["status"] == STATUS_OK)
+    print(
+        f"mnad ingest: {len(rows)}/{total} videos, {frames} frames decoded, "
+        f"{frames / max(seconds, 1e-9):.0f} frames/s",
+        flush=True,
+    )
+
+
+def _print_summary(result: IngestResult) -> None:
+    parts = [
+        f"{split} {s['videos']} videos / {s['frames']} frames / {s['anomalous_frames']} anomalous"
+        for split, s in result.splits.items()
+    ]
+    print(
+        f"mnad ingest: {result.data}: {'; '.join(parts)}; {result.ingested} ingested, "
+        f"{result.skipped} skipped, {len(result.failures)} failed; "
+        f"{result.frames_per_second} frames/s",
+        flush=True,
+    )
+
+
+def completion(config: IngestConfig) -> Completion:
+    """Whether DATA holds every video of the source at these settings, read from DATA's
+    summary and manifest (and a listing of the source); the result read back if it does."""
+    summary = read_summary(config.out)
+    if summary is None:
+        return Completion.missing("no summary.json yet")
+    if summary.get("source") != config.source or summary.get("settings") != ingest_settings(config):
+        return Completion.missing("the source or the settings changed")
+    if summary.get("failed"):
+        return Completion.missing(f"{len(summary['failed'])} video(s) failed last time", True)
+    rows = _ingested(config.out)
+    if rows is None:
+        return Completion.missing("no manifest yet")
+    done = {(r["split"], r["video_id"], r["source"]) for r in rows}
+    found = discover(config.source, config.layout, config.videos_split).videos
+    missing = [v for v in found if (v.split, v.video_id, v.path) not in done]
+    if missing:
+        return Completion.missing(f"{len(missing)} of {len(found)} videos not ingested yet", True)
+    result = IngestResult.from_json({**summary, "data": config.out})
+    return Completion.done(result, f"{config.out} holds every video of {config.source}")

@@ -1,0 +1,183 @@
+"""What runs in the scoring actors (Ray Data ``map_batches`` callables): whole videos in,
+one part file per video out.
+
+:class:`VideoScorer` loads the model once per actor, folds its BatchNorms into the
+convolutions and makes its weights channels_last (the same scores to float rounding,
+faster), and runs each video's clips through :class:`mnad.streaming.StreamingScorer` in
+batches. A video's clips are read with :func:`pipelines.data.video_clips` and laid out and
+scaled for the model with :func:`mnad.clips.model_clips` (:func:`video_inputs`), as training
+scales its clips.
+
+A finished video is written to its own part file atomically
+(:func:`pipelines.storage.write_parquet`), so a job that is interrupted and run again skips
+the videos already scored; in ``paper`` mode the part file also records the memory the
+video left (``mnad.items_after``), which the next run takes up. Dependencies come in
+through the constructor (``fn_constructor_kwargs``), so the same class runs in a test
+without a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mnad.anomaly_score import fused_abnormality
+from mnad.checkpoint import load_model
+from mnad.clips import ClipInput, model_clips
+from mnad.config import ModelConfig
+from mnad.network import inference_copy
+from mnad.streaming import FrameScores, StreamingScorer
+from pipelines import storage
+from pipelines.data import ClipBatch, video_clips
+from pipelines.schema import SCORES_SCHEMA
+
+OK = "ok"
+RESUMED = "resumed"
+"""Scored by an earlier run: its part file is there."""
+TOO_SHORT = "too_short"
+FAILED = "failed"
+
+ITEMS_AFTER = b"mnad.items_after"
+"""Part-file metadata: the memory items after the video (paper mode; "null" per video)."""
+
+
+@dataclass
+class VideoTask:
+    """One video to score: where its shard is and where its part file goes."""
+
+    video_id: str
+    shard: str
+    part: str
+
+
+@dataclass
+class VideoOutcome:
+    """What an actor reports for one video."""
+
+    video_id: str
+    status: str  # OK | RESUMED | TOO_SHORT | FAILED
+    frames: int
+    seconds: float
+    error: str = ""
+
+
+def video_inputs(shard: str, cfg: ModelConfig, batch: int) -> Iterator[tuple[ClipBatch, ClipInput]]:
+    """One video's clips in order, about ``batch`` at a time: each batch as read (its frame
+    numbers and labels) and as the model takes it (input and target on [-1, 1]). The first
+    T - 1 frames get no clip."""
+    for clips in video_clips(shard, cfg.clip_length, chunk_frames=batch):
+        yield clips, model_clips(clips.clips, cfg)
+
+
+class VideoScorer:
+    """A Ray Data callable: loads the model once, scores whole videos, writes their parts."""
+
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        dataset: str,
+        reset_per_video: bool,
+        granularity: str,
+        batch_size: int,
+        threads: int = 1,
+        device: str = "cpu",
+        precision: str = "fp32",
+    ):
+        torch.set_num_threads(max(1, threads))
+        model, self.preset = load_model(checkpoint_dir)
+        # BatchNorm folded into the convs and channels_last weights: the same scores to float
+        # rounding (tests/mnad/test_parity.py runs the paper's fixture through it), faster.
+        self.model = inference_copy(model).to(device)
+        self.scorer = StreamingScorer(
+            self.model,
+            granularity=granularity,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
+        )
+        self.dataset = dataset
+        self.reset_per_video = reset_per_video
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outcomes = [
+            self.score_video(VideoTask(v, s, p))
+            for v, s, p in zip(batch["video_id"], batch["shard"], batch["part"], strict=True)
+        ]
+        return {k: np.array([getattr(o, k) for o in outcomes]) for k in asdict(outcomes[0])}
+
+    def score_video(self, task: VideoTask) -> VideoOutcome:
+        """Score one video and write its part file (or take up the one an earlier run
+        wrote)."""
+        t0 = time.perf_counter()
+        if storage.is_file(task.part):
+            self._resume(task.part)
+            return VideoOutcome(task.video_id, RESUMED, 0, 0.0)
+        if self.reset_per_video:
+            self.scorer.reset()
+        cfg = self.preset.model
+        read: list[ClipBatch] = []
+        scored: list[FrameScores] = []
+        try:
+            for clips, inputs in video_inputs(task.shard, cfg, self.batch_size):
+                read.append(clips)
+                scored.append(self.scorer.score(inputs.inputs, inputs.target))
+        except (OSError, pa.ArrowException, ValueError) as err:
+            return VideoOutcome(task.video_id, FAILED, 0, 0.0, f"{task.shard}: {err}")
+        if not read:
+            why = f"{task.shard}: fewer frames than one clip ({cfg.clip_length}); skipped"
+            return VideoOutcome(task.video_id, TOO_SHORT, 0, 0.0, why)
+        table = self._part_table(task.video_id, read, FrameScores.concat(scored))
+        storage.write_parquet(table, task.part)
+        return VideoOutcome(task.video_id, OK, table.num_rows, time.perf_counter() - t0)
+
+    def _resume(self, part: str) -> None:
+        """In paper mode, take up the memory that an earlier run's video left."""
+        if self.reset_per_video:
+            return
+        fs, path = storage.resolve(part)
+        meta = pq.read_schema(path, filesystem=fs).metadata or {}
+        items = json.loads(meta[ITEMS_AFTER])
+        self.scorer.items = torch.tensor(
+            items, dtype=self.scorer.items.dtype, device=self.scorer.device
+        )
+
+    def _part_table(self, video_id: str, read: list[ClipBatch], scored: FrameScores) -> pa.Table:
+        """A video's rows of SCORES_SCHEMA, with the memory it left in the metadata."""
+        index = np.concatenate([c.frame_index for c in read])
+        label = np.concatenate([c.label for c in read])
+        psnr, dist = scored.psnr, scored.feature_distance
+        n = len(index)
+        table = pa.table(
+            {
+                "dataset": pa.array([self.dataset] * n, pa.string()),
+                "video_id": pa.array([video_id] * n, pa.string()),
+                "frame_index": pa.array(index.astype(np.int32)),
+                "psnr": pa.array(psnr),
+                "feature_distance": pa.array(dist),
+                "point_score": pa.array(scored.point_score),
+                "memory_updated": pa.array(scored.updated),
+                "score": pa.array(fused_abnormality(psnr, dist, self.preset.model.alpha)),
+                "label": pa.array(label.astype(np.int8)),
+            },
+            schema=SCORES_SCHEMA,
+        )
+        items = "null" if self.reset_per_video else json.dumps(self.scorer.items.tolist())
+        return table.replace_schema_metadata({ITEMS_AFTER: items})
+
+
+__all__ = [
+    "FAILED",
+    "OK",
+    "RESUMED",
+    "TOO_SHORT",
+    "VideoOutcome",
+    "VideoScorer",
+    "VideoTask",
+    "video_inputs",
+]

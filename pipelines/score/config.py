@@ -1,0 +1,91 @@
+"""The score stage's contract in: :class:`ScoreConfig`, the options of `mnad score` and of a
+spec's ``score`` entries (driver).
+
+Each field is declared with :func:`pipelines.options.option`: ``data`` is positional, the
+three locations are paths (a spec resolves them against its folder and keeps URIs as they
+are: ``models:/``, ``runs:/``, ``s3://``), and what changes only how the job executes (the
+actors, their GPUs, the logging) is execution-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipelines.errors import OptionError
+from pipelines.options import hidden, option
+
+MemoryMode = Literal["paper", "per-video"]
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What to score, with which model, and where the scores go."""
+
+    data: str = option("DATA folder written by mnad ingest", positional=True, path=True)
+    model: str = option(
+        "registered model URI (models:/mnad-ped2@latest), runs:/ URI, or a checkpoint folder "
+        "(e.g. from mnad train or mnad import-paper)",
+        path=True,
+    )
+    out: str = option("SCORES folder to write", path=True)
+    memory: MemoryMode = option(
+        "per-video: reset memory at each video (parallel); paper: carry it", default="per-video"
+    )
+    granularity: Literal["frame", "batch"] = option(
+        "test-time memory update after every frame (paper) or every batch", default="frame"
+    )
+    split: Literal["test", "train"] = option("split to score", default="test")
+    batch_size: int = option("clips per batched forward pass", default=32)
+    actors: int = option(
+        "scoring actors in per-video mode (0: one per CPU, or per GPU)",
+        default=0,
+        execution=True,
+    )
+    gpus_per_actor: float = option(
+        "GPUs each scoring actor reserves; > 0 scores on GPUs (CUDA)",
+        default=0.0,
+        execution=True,
+    )
+    precision: Literal["fp32", "bf16"] = option(
+        "fp32: the paper's numbers; bf16: convolutions under bfloat16 autocast "
+        "(faster on GPUs and bf16 CPUs; scores differ slightly)",
+        default="fp32",
+    )
+    experiment: str | None = option("MLflow experiment (default: the dataset name)", default=None)
+    tracking_uri: str | None = option(
+        "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mnad-runs)", default=None
+    )
+    report: bool = option("write the plots and HTML report", default=True)
+    quiet: bool = option("print only errors and the result", default=False, execution=True)
+    checkpoint_dir: str | None = hidden()
+    """The local checkpoint folder of ``model`` when the caller fetched it already (a job of
+    several scoring stages fetches its model once); None: ``run_score`` fetches it."""
+
+    def __post_init__(self) -> None:
+        if self.memory not in ("paper", "per-video"):
+            raise OptionError(
+                "memory", f"--memory must be 'paper' or 'per-video', not {self.memory!r}"
+            )
+        if self.granularity not in ("frame", "batch"):
+            raise OptionError(
+                "granularity",
+                f"--granularity must be 'frame' or 'batch', not {self.granularity!r}",
+            )
+        if self.batch_size < 1:
+            raise OptionError(
+                "batch_size", f"--batch-size must be at least 1, not {self.batch_size}"
+            )
+        if self.actors < 0:
+            raise OptionError("actors", f"--actors must be >= 0, not {self.actors}")
+        if not self.gpus_per_actor >= 0:
+            raise OptionError(
+                "gpus_per_actor", f"--gpus-per-actor must be >= 0, not {self.gpus_per_actor}"
+            )
+        if self.precision not in ("fp32", "bf16"):
+            raise OptionError(
+                "precision", f"--precision must be 'fp32' or 'bf16', not {self.precision!r}"
+            )
+
+
+__all__ = ["MemoryMode", "ScoreConfig"]

@@ -1,0 +1,304 @@
+"""`mnad score` on the driver: per-frame anomaly scores of a whole split or archive, as a Ray
+Data job, then the combined scores, the metrics, the report and the MLflow run.
+
+```
+DATA/<split>/*.parquet ──Ray Data: VideoScorer actors, CPUs or GPUs──▶ SCORES/parts/*.parquet
+SCORES/parts ──▶ SCORES/frames.parquet, SCORES/report/, SCORES/summary.json ──▶ MLflow run
+```
+
+Memory modes:
+
+- ``per-video`` (default): the memory is reset to the trained one at every video, so videos
+  are independent and scored in parallel across actors and nodes. The right mode for bulk
+  scoring of archives.
+- ``paper``: the memory is carried across all videos in sorted order, as the paper's
+  evaluation does; one actor scores them in turn. For exact reproduction.
+
+The model is found (:func:`pipelines.tracking.find_model`) and fetched
+(:func:`pipelines.tracking.fetch_model`) once per job; the actors
+(:mod:`pipelines.score.actor`) and the report's pictures load that one copy.
+``--gpus-per-actor`` puts the actors on GPUs (fractions share one); ``--precision bf16``
+runs the convolutions under bfloat16 autocast, faster where the hardware has it, at the cost
+of bit-exactness. A job that is interrupted and run again skips the videos already scored
+(their part files) and ends with the same output, without duplicate rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipelines import options, storage
+from pipelines.data import list_shards, validate_data
+from pipelines.errors import UserError
+from pipelines.ray_cluster import Need, cluster_resources, ray_session
+from pipelines.schema import SCORES_SCHEMA, FrameShape
+from pipelines.score.actor import FAILED, TOO_SHORT, VideoScorer, VideoTask
+from pipelines.score.config import ScoreConfig
+from pipelines.score.report import FrameRenderer, write_score_report
+from pipelines.score.result import (
+    FRAMES_FILE,
+    PARTS_DIR,
+    REPORT_DIR,
+    REPORT_INDEX,
+    SCORES_SUMMARY_FILE,
+    THROUGHPUT,
+    ScoreResult,
+)
+
+if TYPE_CHECKING:
+    from pipelines.tracking import ModelRef
+
+
+def run_score(config: ScoreConfig) -> ScoreResult:
+    """Score every video of the split and write scores, report, summary and MLflow run."""
+    from mnad.checkpoint import load_checkpoint
+    from pipelines import tracking
+
+    summary = validate_data(config.data, splits=(config.split,))
+    uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    tracking.check_tracking(uri)
+    ref = tracking.find_model(config.model, uri)
+    checkpoint_dir = config.checkpoint_dir or tracking.fetch_model(ref, uri)
+    preset = load_checkpoint(checkpoint_dir).preset
+    assert summary.shape is not None  # validate_data guarantees one frame size
+    _check_model_fits(preset, summary.shape, config.data)
+    tasks = _tasks(config.data, config.split, config.out)
+    storage.remove_temporaries(storage.join(config.out, PARTS_DIR))  # of a killed actor
+
+    with ray_session(config.quiet):
+        outcomes, seconds = _score_videos(config, tasks, checkpoint_dir, summary.dataset)
+    scored_now = sum(int(r["frames"]) for r in outcomes)
+    frames = combine_parts(config.out, [t for t in tasks if storage.is_file(t.part)])
+    metrics = frame_metrics(frames)
+    metrics[THROUGHPUT] = scored_now / seconds if scored_now else 0.0
+    report_dir = None
+    if config.report:
+        title = f"{summary.dataset} {config.split}: memory {config.memory}"
+        render = FrameRenderer(checkpoint_dir, {t.video_id: t.shard for t in tasks})
+        dest = storage.join(config.out, REPORT_DIR)
+        report_dir = write_score_report(frames, dest, title=title, metrics=metrics, render=render)
+    result = ScoreResult(
+        out=config.out,
+        model=config.model,
+        model_version=ref.version,
+        dataset=summary.dataset,
+        split=config.split,
+        memory=config.memory,
+        granularity=config.granularity,
+        frames=frames.num_rows,
+        videos=len(pc.unique(frames.column("video_id"))),
+        failed=tuple(str(r["error"]) for r in outcomes if r["status"] == FAILED),
+        skipped=tuple(str(r["error"]) for r in outcomes if r["status"] == TOO_SHORT),
+        metrics=metrics,
+        seconds=round(seconds, 3),
+        report=storage.join(config.out, REPORT_INDEX) if report_dir else None,
+    )
+    result = _track(config, uri, ref, result, report_dir)
+    result.write()  # last: summary.json says the scores are complete
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    _log(config, f"{result.frames} frames of {result.videos} videos; {figures}; {config.out}")
+    return result
+
+
+def _log(config: ScoreConfig, message: str) -> None:
+    if not config.quiet:
+        print(f"mnad score: {message}", flush=True)
+
+
+def _tasks(data: str, split: str, out: str) -> list[VideoTask]:
+    tasks = []
+    for shard in list_shards(data, split):
+        video_id = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
+        part = storage.join(out, PARTS_DIR, f"{video_id}.parquet")
+        tasks.append(VideoTask(video_id, shard, part))
+    return tasks
+
+
+def _check_model_fits(preset: Any, shape: FrameShape, data: str) -> None:
+    m = preset.model
+    if (shape.height, shape.width) != (m.height, m.width) or shape.channels not in (1, m.channels):
+        raise UserError(
+            f"{data}: frames are {shape.height}x{shape.width}x{shape.channels}, the model "
+            f"takes {m.height}x{m.width}x{m.channels}; re-run `mnad ingest` with "
+            f"--size {m.height} {m.width} --channels {m.channels}"
+        )
+
+
+# --- the actors ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many scoring actors, and what each reserves."""
+
+    actors: int
+    threads: int  # CPUs (and torch threads) per actor
+    gpus: float  # GPUs per actor (0: on CPUs)
+
+
+def plan_actors(config: ScoreConfig, videos: int, resources: dict[str, float]) -> ActorPlan:
+    """The actors for ``videos`` videos on a cluster of ``resources`` (its totals).
+
+    From the cluster's size, not what is free right now, so that a rerun splits the work
+    (and the float arithmetic of each actor's threads) the same way. One actor in paper
+    mode; else ``--actors``, by default one per CPU (or per GPU share), at most one per video.
+    """
+    cpus = int(resources.get("CPU", 1)) or 1
+    default_actors = cpus
+    if config.gpus_per_actor > 0:
+        short = Need.of(1, 0, config.gpus_per_actor).shortfall(resources)
+        if short:
+            _, have = short["GPU"]
+            raise UserError(
+                f"--gpus-per-actor {config.gpus_per_actor:g}: the Ray cluster has {have:g} "
+                "GPUs; score on CPUs (--gpus-per-actor 0) or join GPU nodes"
+            )
+        default_actors = max(1, int(resources.get("GPU", 0.0) / config.gpus_per_actor + 1e-9))
+    wanted = 1 if config.memory == "paper" else config.actors or default_actors
+    actors = max(1, min(wanted, videos))
+    return ActorPlan(actors, max(1, cpus // actors), config.gpus_per_actor)
+
+
+def _score_videos(
+    config: ScoreConfig, tasks: list[VideoTask], checkpoint_dir: str, dataset: str
+) -> tuple[list[dict[str, Any]], float]:
+    """Run the scoring actors over every video; their outcomes and the seconds it took."""
+    import ray
+
+    plan = plan_actors(config, len(tasks), cluster_resources())
+    paper = config.memory == "paper"
+    where = f"{plan.gpus:g} GPU each" if plan.gpus else f"{plan.threads} CPU each"
+    _log(
+        config,
+        f"{len(tasks)} videos of {config.data} ({config.split}), {plan.actors} actor(s), {where}",
+    )
+    t0 = time.perf_counter()
+    items = [asdict(t) for t in tasks]
+    ds = ray.data.from_items(items, override_num_blocks=1 if paper else max(1, len(items)))
+    outcomes_ds = ds.map_batches(
+        VideoScorer,
+        fn_constructor_kwargs={
+            "checkpoint_dir": checkpoint_dir,
+            "dataset": dataset,
+            "reset_per_video": not paper,
+            "granularity": config.granularity,
+            "batch_size": config.batch_size,
+            "threads": plan.threads,
+            "device": "cuda" if plan.gpus else "cpu",
+            "precision": config.precision,
+        },
+        batch_size=None if paper else 1,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.threads,
+        num_gpus=plan.gpus or None,
+    )
+    outcomes: list[dict[str, Any]] = []
+    for row in outcomes_ds.iter_rows():
+        outcomes.append(row)
+        if row["status"] in (FAILED, TOO_SHORT):
+            print(f"mnad score: {row['error']}", file=sys.stderr, flush=True)
+        else:
+            done = f"[{len(outcomes)}/{len(tasks)}] {row['video_id']}: {row['status']}"
+            _log(config, f"{done} ({row['frames']} frames)")
+    return outcomes, time.perf_counter() - t0
+
+
+# --- the scores ------------------------------------------------------------------------------
+
+
+def combine_parts(out: str, tasks: list[VideoTask]) -> pa.Table:
+    """All part files into SCORES/frames.parquet, sorted by video and frame."""
+    tables = []
+    for task in tasks:
+        fs, path = storage.resolve(task.part)
+        tables.append(pq.read_table(path, filesystem=fs).replace_schema_metadata(None))
+    table = pa.concat_tables(tables) if tables else SCORES_SCHEMA.empty_table()
+    table = table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])
+    storage.write_parquet(table, storage.join(out, FRAMES_FILE))
+    return table
+
+
+def frame_metrics(frames: pa.Table) -> dict[str, float]:
+    """Micro AUC (the paper's), macro AUC and EER over the labelled frames, when any."""
+    from mnad import metrics
+
+    by_video: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    vids = frames.column("video_id").to_numpy(zero_copy_only=False)
+    score = frames.column("score").to_numpy()
+    label = frames.column("label").to_numpy()
+    for vid in np.unique(vids):
+        mask = vids == vid
+        s, lab = metrics.known_frames(score[mask], label[mask])
+        if len(lab):
+            by_video[str(vid)] = (s, lab)
+    pooled = np.concatenate([lab for _, lab in by_video.values()]) if by_video else np.zeros(0)
+    if len(np.unique(pooled)) < 2:
+        return {}
+    scores_by = {k: v[0] for k, v in by_video.items()}
+    labels_by = {k: v[1] for k, v in by_video.items()}
+    macro = metrics.macro_auc(scores_by, labels_by)
+    all_scores = np.concatenate(list(scores_by.values()))
+    out = {
+        "micro_auc": metrics.micro_auc(scores_by, labels_by),
+        "eer": metrics.eer(all_scores, pooled),
+    }
+    if macro.n_videos:
+        out["macro_auc"] = macro.value
+    return out
+
+
+# --- MLflow ----------------------------------------------------------------------------------
+
+
+def _track(
+    config: ScoreConfig, uri: str, ref: ModelRef, result: ScoreResult, report_dir: str | None
+) -> ScoreResult:
+    """The MLflow run of the job, linked to the model version: params, metrics, the scores,
+    the summary and the report as artifacts. Returns the result with its ``run_id``."""
+    from pipelines import tracking
+
+    params = {k: v for k, v in options.values(config).items() if k != "quiet"}
+    tags = {"mnad.stage": "score", "mnad.model_uri": ref.uri}
+    experiment = config.experiment or result.dataset
+    with (
+        tracking.start_run(uri, experiment, f"score-{config.memory}", params, tags) as run,
+        tempfile.TemporaryDirectory(prefix="mnad-score-") as tmp,
+    ):
+        if ref.name and ref.version:
+            tracking.link_model_version(run, ref.name, ref.version)
+        run.log_metrics(result.metrics, step=0)
+        result = dataclasses.replace(result, run_id=run.run_id)
+        summary = os.path.join(tmp, SCORES_SUMMARY_FILE)
+        result.write(summary)  # the summary SCORES will hold, logged before it is written
+        run.log_artifact(_local_file(storage.join(config.out, FRAMES_FILE), tmp))
+        run.log_artifact(summary)
+        if report_dir:
+            run.log_artifacts(report_dir, REPORT_DIR)
+    return result
+
+
+def _local_file(uri: str, folder: str) -> str:
+    """``uri`` itself if it is a local path, else a copy of it in the local ``folder``."""
+    if not storage.is_uri(uri):
+        return uri
+    fs, path = storage.resolve(uri)
+    local = os.path.join(folder, path.rsplit("/", 1)[-1])
+    pafs.copy_files(
+        path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+    )
+    return local
+
+
+__all__ = ["ActorPlan", "combine_parts", "frame_metrics", "plan_actors", "run_score"]

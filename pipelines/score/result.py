@@ -1,0 +1,149 @@
+"""The score stage's contract out: the SCORES folder, :class:`ScoreResult`, and whether a
+config's scores are there (:func:`completion`) (driver).
+
+::
+
+    SCORES/parts/<video_id>.parquet   one per scored video, written by the actors (resume)
+    SCORES/frames.parquet             every part combined, sorted by video and frame
+    SCORES/report/index.html          the report (and its plots and pictures)
+    SCORES/summary.json               the result; written last, so its presence means done
+
+``summary.json`` is :meth:`ScoreResult.summary`: the result without the folder it is in,
+with the metrics also at the top level (``micro_auc``...) as before. :func:`completion` reads
+it back with :func:`read_result`; nothing else knows its keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines import storage
+from pipelines.score.config import ScoreConfig
+from pipelines.stage import Completion
+
+PARTS_DIR = "parts"
+FRAMES_FILE = "frames.parquet"
+SCORES_SUMMARY_FILE = "summary.json"
+REPORT_DIR = "report"
+REPORT_INDEX = f"{REPORT_DIR}/index.html"
+"""The report's page, relative to SCORES."""
+THROUGHPUT = "frames_per_s"
+"""The metric that measures the run, not the model: it differs from run to run."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What a scoring job produced, as its ``summary.json`` records it."""
+
+    out: str  # the SCORES folder or URI
+    model: str  # the model scored, as given (config.model)
+    model_version: str | None  # its registered version, if it is one
+    dataset: str
+    split: str
+    memory: str
+    granularity: str
+    frames: int  # rows of frames.parquet
+    videos: int  # videos in frames.parquet
+    failed: tuple[str, ...]  # one line per video that could not be scored
+    skipped: tuple[str, ...]  # one line per video too short for a clip
+    metrics: dict[str, float]  # micro_auc, macro_auc, eer (with labels), frames_per_s
+    seconds: float  # the scoring actors' time, this run
+    run_id: str | None = None  # the MLflow run
+    report: str | None = None  # the report's index.html under SCORES, if one was written
+
+    @property
+    def exit_status(self) -> int:
+        """0 if every video was scored (or too short for a clip), else 1."""
+        return 1 if self.failed else 0
+
+    @property
+    def model_metrics(self) -> dict[str, float]:
+        """The metrics of the scores themselves (AUCs, EER), without the throughput."""
+        return {k: v for k, v in self.metrics.items() if k != THROUGHPUT}
+
+    def to_json(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["failed"], doc["skipped"] = list(self.failed), list(self.skipped)
+        doc["metrics"] = {k: float(v) for k, v in self.metrics.items()}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ScoreResult:
+        fields = {f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc}
+        fields["failed"] = tuple(doc["failed"])
+        fields["skipped"] = tuple(doc["skipped"])
+        fields["metrics"] = {k: float(v) for k, v in doc["metrics"].items()}
+        return cls(**fields)
+
+    def summary(self) -> dict[str, Any]:
+        """The content of ``summary.json``: everything but the folder it is in (the report
+        relative to it), and the metrics at the top level too."""
+        doc = self.to_json()
+        del doc["out"]
+        doc["report"] = REPORT_INDEX if self.report else None
+        return {**doc, **doc["metrics"]}
+
+    def write(self, uri: str | None = None) -> None:
+        """Write :meth:`summary`, atomically, to ``uri`` (default: SCORES/summary.json)."""
+        storage.write_json(uri or storage.join(self.out, SCORES_SUMMARY_FILE), self.summary())
+
+
+def read_result(out: str) -> ScoreResult | None:
+    """The result that SCORES/summary.json records, or None if there is none (or it is not
+    one of this version)."""
+    doc = storage.read_json(storage.join(out, SCORES_SUMMARY_FILE))
+    if doc is None:
+        return None
+    report = storage.join(out, doc["report"]) if doc.get("report") else None
+    try:
+        return ScoreResult.from_json({**doc, "out": out, "report": report})
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def completion(config: ScoreConfig) -> Completion:
+    """Complete when SCORES/summary.json records the scores of ``config.model`` in
+    ``config.memory`` mode on ``config.split``; partial when only part files are there (an
+    interrupted job, continued video by video)."""
+    result = read_result(config.out)
+    if result is not None:
+        if (result.model, result.memory, result.split) == (
+            config.model,
+            config.memory,
+            config.split,
+        ):
+            return Completion.done(result, f"{config.out} holds the scores of {config.model}")
+        return Completion.missing(
+            f"{config.out} holds the scores of {result.model} ({result.memory}, "
+            f"{result.split}), not of {config.model} ({config.memory}, {config.split})"
+        )
+    parts = [
+        p for p in storage.list_dir(storage.join(config.out, PARTS_DIR))
+        if p.base_name.endswith(".parquet") and not p.base_name.startswith(".")
+    ]  # fmt: skip
+    if parts:
+        return Completion.missing(
+            f"{config.out}: {len(parts)} videos scored by an interrupted job", partial=True
+        )
+    return Completion.missing(f"no {SCORES_SUMMARY_FILE} in {config.out} yet")
+
+
+def discard(config: ScoreConfig) -> None:
+    """Delete the SCORES folder ``config.out`` and everything in it (``--force``)."""
+    storage.delete_tree(config.out)
+
+
+__all__ = [
+    "FRAMES_FILE",
+    "PARTS_DIR",
+    "REPORT_DIR",
+    "REPORT_INDEX",
+    "SCORES_SUMMARY_FILE",
+    "THROUGHPUT",
+    "ScoreResult",
+    "completion",
+    "discard",
+    "read_result",
+]

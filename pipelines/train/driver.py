@@ -1,0 +1,350 @@
+"""`mnad train`: MNAD trained with Ray Train (V2) and PyTorch DDP, tracked in MLflow (driver).
+
+:func:`run_train` checks everything a user can get wrong before any work starts (DATA,
+preset, tracking store, run name, worker placement), builds the clip datasets
+(:mod:`pipelines.train.data`), starts or resumes an MLflow run (:mod:`pipelines.tracking`),
+runs a ``TorchTrainer`` over :func:`pipelines.train.worker.train_loop` and, while it runs,
+logs every epoch's metrics and prints one progress line per epoch. At the end it logs the
+final checkpoint, registers it as ``mnad-<dataset>`` with the alias ``latest`` and writes
+the run's marker (:mod:`pipelines.train.records`).
+
+Ray Train keeps the last ``keep_checkpoints`` checkpoints under OUTPUT/train/NAME and
+restarts failed workers from the latest. ``--resume`` continues a run whose driver died:
+Ray Train V2 restores a run launched again with the same storage path and name, and the
+MLflow run is continued by its id. On a running cluster that can grow, the autoscaler is
+given ``wait_for_nodes`` seconds to add the workers' nodes before the placement check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mnad.config import ModelConfig, Preset
+from mnad.losses import LOSS_NAMES
+from pipelines import options, storage
+from pipelines.data import DataSummary, validate_data
+from pipelines.errors import UserError
+from pipelines.ray_cluster import Need, cluster_resources, nodes_for, ray_session
+from pipelines.stage import write_marker
+from pipelines.train.config import TrainConfig
+from pipelines.train.data import TrainingClips, training_clips
+from pipelines.train.records import (
+    RunRecord,
+    TrainResult,
+    find_record,
+    resumed_config,
+    run_identity,
+    runs_folder,
+    write_record,
+)
+from pipelines.train.worker import WorkerPlan, train_loop
+
+if TYPE_CHECKING:
+    import ray.train
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the driver settles before any work starts."""
+
+    config: TrainConfig
+    record: RunRecord | None  # the run that --resume continues
+    summary: DataSummary
+    tracking_uri: str
+    experiment: str
+    name: str
+    runs: str  # OUTPUT/train: Ray Train's storage path
+    identity: dict[str, Any]  # records.run_identity, kept in the marker
+
+
+def run_train(config: TrainConfig) -> TrainResult:
+    """Train MNAD on DATA's training videos with Ray Train; see the module docstring."""
+    job = _prepare(config)
+    say = _printer(job.config.quiet)
+    with ray_session(job.config.quiet, log_to_driver=False) as session:
+        job = dataclasses.replace(job, config=_resolve_cpus(job.config))
+        need = _need(job.config)
+        wait = job.config.wait_for_nodes if session.can_grow else 0.0
+        with nodes_for(need, wait, say):
+            _check_placement(job.config, need)
+            result = _train(job)
+    marker = {"result": result.to_json(), "identity": job.identity}
+    write_marker(storage.join(job.runs, job.name), marker)
+    say(
+        f"registered {result.model_uri} (aliases {', '.join(_aliases(job.config))}); "
+        f"MLflow run {result.run_id}; checkpoint {result.checkpoint}"
+    )
+    return result
+
+
+def _prepare(config: TrainConfig) -> _Job:
+    """The checks that need no Ray: DATA, frame size, tracking store, the run to continue
+    (``--resume``) or the new run's name."""
+    from pipelines.tracking import check_tracking, resolve_tracking_uri
+
+    runs = runs_folder(config)
+    record = find_record(runs, config.name) if config.resume else None
+    if record is not None:
+        config = resumed_config(config, record)
+    summary = validate_data(config.data, splits=("train",))
+    _check_frames(config.resolved.model, summary.shape, config.data)
+    tracking_uri = record.tracking_uri if record else resolve_tracking_uri(config.tracking_uri)
+    check_tracking(tracking_uri)
+    if record is None:
+        experiment = config.experiment or summary.dataset
+        name = config.name or _default_name(summary.dataset, config.resolved)
+        _check_new_name(runs, name)
+    else:
+        experiment, name = record.experiment, record.name
+    identity = run_identity(config)
+    return _Job(config, record, summary, tracking_uri, experiment, name, runs, identity)
+
+
+def _train(job: _Job) -> TrainResult:
+    """Build the clips, run the fit inside the MLflow run, register the final checkpoint."""
+    from pipelines.tracking import start_run
+
+    config, preset = job.config, job.config.resolved
+    clips = training_clips(
+        config.data,
+        preset.model.clip_length,
+        job.summary.shape,
+        seed=preset.optim.seed,
+        val_fraction=config.val_fraction,
+        chunk_clips=config.chunk_clips,
+    )
+    _check_enough_clips(clips.num_train_clips, preset.optim.batch_size, config.workers)
+    tags = {"mnad.stage": "train", "mnad.ray_run": job.name, "mnad.storage": job.runs}
+    run_id = job.record.run_id if job.record else None
+    params = _params(job, clips)
+    with start_run(job.tracking_uri, job.experiment, job.name, params, tags, run_id=run_id) as run:
+        if job.record is None:
+            values = options.values(config)
+            record = RunRecord(job.name, run.run_id, job.experiment, job.tracking_uri, values)
+            write_record(job.runs, record)
+        progress = _Progress(run, preset.optim.epochs, config.quiet)
+        fitted = _fit(job, clips, progress)
+        history = list(fitted.return_value or progress.records)
+        info = _register(run, fitted.checkpoint, config, job.summary.dataset)
+    return TrainResult(
+        run_id=run.run_id,
+        experiment_id=run.experiment_id,
+        tracking_uri=job.tracking_uri,
+        name=job.name,
+        checkpoint=fitted.checkpoint.path,
+        model_name=info.name,
+        model_version=info.version,
+        model_uri=info.uri,
+        epochs=history,
+    )
+
+
+def _params(job: _Job, clips: TrainingClips) -> dict[str, Any]:
+    """The MLflow params: every option, the resolved preset, what the run trains on."""
+    return {
+        **options.values(job.config),
+        "preset": job.config.resolved.to_dict(),
+        "dataset": job.summary.dataset,
+        "train_videos": len(clips.train_videos),
+        "val_videos": ",".join(v.video_id for v in clips.val_videos) or "-",
+    }
+
+
+def _aliases(config: TrainConfig) -> tuple[str, ...]:
+    return ("latest",) + ((config.alias,) if config.alias else ())
+
+
+def _register(run: Any, checkpoint: Any, config: TrainConfig, dataset: str) -> Any:
+    """Log the final checkpoint to the run and register it as ``mnad-<dataset>``."""
+    from pipelines.tracking import register_checkpoint
+
+    with checkpoint.as_directory() as final:
+        run.log_artifacts(final, "checkpoint")
+        return register_checkpoint(
+            run,
+            final,
+            f"mnad-{dataset}",
+            aliases=_aliases(config),
+            step=config.resolved.optim.epochs,
+        )
+
+
+# --- the fit ---------------------------------------------------------------------------------
+
+
+def _trainer(job: _Job, clips: TrainingClips, events: Any) -> Any:
+    """The ``TorchTrainer`` of the run: the worker plan, resources, storage and datasets."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    config, preset = job.config, job.config.resolved
+    plan = WorkerPlan(
+        preset=preset,
+        batch_per_worker=preset.optim.batch_size // config.workers,
+        checkpoint_every=config.checkpoint_every,
+        shuffle_buffer=config.shuffle_buffer,
+        threads=max(1, int(config.cpus_per_worker)),
+        use_gpu=config.use_gpu,
+        has_val=clips.val is not None,
+        events=events,
+        probe=config.probe,
+    )
+    need = _need(config)
+    datasets = {"train": clips.train}
+    if clips.val is not None:
+        datasets["val"] = clips.val
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"plan": plan},
+        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.workers, use_gpu=config.use_gpu, resources_per_worker=need.bundle
+        ),
+        run_config=ray.train.RunConfig(
+            name=job.name,
+            storage_path=job.runs,
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+        ),
+        datasets=datasets,
+    )
+
+
+def _fit(job: _Job, clips: TrainingClips, progress: _Progress) -> ray.train.Result:
+    """Run the TorchTrainer; epoch records reach ``progress`` while it runs."""
+    from ray.util.queue import Queue
+
+    events = Queue(actor_options={"num_cpus": 0})
+    trainer = _trainer(job, clips, events)
+    try:
+        # fit() blocks; it runs in a thread so that this one logs each epoch as it ends.
+        with ThreadPoolExecutor(1, thread_name_prefix="mnad-fit") as pool:
+            future = pool.submit(trainer.fit)
+            for record in _drain(events, future.done):
+                progress.epoch(record)
+            return future.result()
+    finally:
+        events.shutdown()
+
+
+def _drain(events: Any, finished: Callable[[], bool]) -> Iterator[dict[str, float]]:
+    """Records from the queue until ``finished()`` and the queue is empty."""
+    from ray.util.queue import Empty
+
+    while True:
+        done = finished()
+        try:
+            yield events.get(timeout=0.5)
+        except Empty:
+            if done:
+                return
+
+
+class _Progress:
+    """Per-epoch MLflow metrics and the one-line progress report."""
+
+    def __init__(self, run: Any, epochs: int, quiet: bool):
+        self.run = run
+        self.epochs = epochs
+        self.quiet = quiet
+        self.records: list[dict[str, float]] = []
+        self.last = time.monotonic()
+
+    def epoch(self, record: dict[str, float]) -> None:
+        self.records.append(record)
+        keys = (*LOSS_NAMES, "lr", "clips_per_s", "val_loss")
+        metrics = {k: record[k] for k in keys if k in record}
+        self.run.log_metrics(metrics, step=int(record["epoch"]))
+        now = time.monotonic()
+        seconds, self.last = now - self.last, now
+        if self.quiet:
+            return
+        k = int(record["epoch"])
+        val = f"  val {record['val_loss']:.4f}" if "val_loss" in record else ""
+        print(
+            f"mnad train: epoch {k}/{self.epochs}  loss {record['loss']:.4f} "
+            f"(pred {record['prediction_error']:.4f}, compact {record['compactness']:.4f}, "
+            f"separate {record['separateness']:.4f}){val}  {record['clips_per_s']:.0f} clips/s"
+            f"  {_duration(seconds * (self.epochs - k))} left",
+            flush=True,
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _printer(quiet: bool) -> Callable[[str], None]:
+    """A line of ``mnad train`` output, or nothing when quiet."""
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"mnad train: {message}", flush=True)
+
+    return say
+
+
+# --- checks before any work -------------------------------------------------------------------
+
+
+def _check_frames(model: ModelConfig, shape: Any, data: str) -> None:
+    want = (model.height, model.width, model.channels)
+    if tuple(shape) != want:
+        raise UserError(
+            f"{data}: frames are {shape.height}x{shape.width}x{shape.channels}, the preset "
+            f"takes {want[0]}x{want[1]}x{want[2]}: re-run `mnad ingest --size {want[0]} "
+            f"{want[1]} --channels {want[2]}` or choose another preset"
+        )
+
+
+def _resolve_cpus(config: TrainConfig) -> TrainConfig:
+    """``cpus_per_worker`` 0: the cluster's CPUs split evenly over the workers (at least 1)."""
+    if config.cpus_per_worker:
+        return config
+    cpus = cluster_resources().get("CPU", 1.0)
+    return dataclasses.replace(config, cpus_per_worker=max(1, int(cpus // config.workers)))
+
+
+def _need(config: TrainConfig) -> Need:
+    """The resources of the training workers."""
+    return Need.of(config.workers, config.cpus_per_worker, config.gpus_per_worker)
+
+
+def _check_placement(config: TrainConfig, need: Need) -> None:
+    """UserError if the cluster cannot place the workers (its total resources)."""
+    for resource, (needed, has) in need.shortfall().items():
+        raise UserError(
+            f"{config.workers} workers x {need.bundle[resource]:g} {resource} need "
+            f"{needed:g} {resource}; the Ray cluster has {has:g}: pass fewer --workers"
+        )
+
+
+def _check_enough_clips(clips: int, batch_size: int, workers: int) -> None:
+    if clips // workers < batch_size // workers:
+        raise UserError(
+            f"{clips} training clips are fewer than one batch of {batch_size}: "
+            "pass a smaller --batch-size or more data"
+        )
+
+
+def _default_name(dataset: str, preset: Preset) -> str:
+    return f"{dataset}-{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_new_name(runs: str, name: str) -> None:
+    if storage.exists(storage.join(runs, name)):
+        raise UserError(
+            f"a run named {name!r} exists under {runs}: pass --resume to continue it, "
+            "or another --name"
+        )
+
+
+__all__ = ["run_train"]
