@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import OptionError
-from pipelines.options import option
+from pipelines.options import option, require_local_folder
 
 DEMO_SPEC = """\
 # The job of `mnad demo`: a synthetic street scene, end to end on one machine.
@@ -58,10 +57,7 @@ class DemoConfig:
     quiet: bool = option("print only errors and the result", default=False, execution=True)
 
     def __post_init__(self) -> None:
-        if not self.out:
-            raise OptionError("out", "--out is empty")
-        if "://" in self.out:
-            raise OptionError("out", f"--out {self.out}: the demo writes to a local folder")
+        require_local_folder("out", self.out, "the demo")
 
 
 def write_demo_spec(out: str | Path) -> Path:

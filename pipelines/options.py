@@ -80,6 +80,15 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def require_local_folder(name: str, value: str, who: str) -> None:
+    """:class:`OptionError` unless the field ``name``'s ``value`` is a local folder (set, and
+    not a URI): for what ``who`` writes with plain file I/O (a video encoder, a demo)."""
+    if not value:
+        raise OptionError(name, f"{flag(name)} is empty")
+    if "://" in value:
+        raise OptionError(name, f"{flag(name)} {value}: {who} writes to a local folder only")
+
+
 # --------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------
@@ -237,5 +246,6 @@ __all__ = [
     "hidden",
     "names",
     "option",
+    "require_local_folder",
     "values",
 ]

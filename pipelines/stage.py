@@ -10,8 +10,10 @@ to run from these alone (:mod:`pipelines.spec.plan`); it never reads a stage's f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,26 @@ class Completion:
         return cls(False, reason, None, partial)
 
 
+class Result:
+    """A stage's typed result (a frozen dataclass) as JSON and back: its fields, tuples as
+    lists; keys a newer writer added are ignored on the way back."""
+
+    def to_json(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Any:
+        hints = typing.get_type_hints(cls)
+        given = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in doc:
+                value = doc[f.name]
+                tuple_field = typing.get_origin(hints[f.name]) is tuple
+                given[f.name] = tuple(value) if tuple_field and value is not None else value
+        return cls(**given)
+
+
 def fingerprint(doc: Mapping[str, Any]) -> str:
     """A short, stable hash of a JSON-able mapping (what identifies a stage's result)."""
     text = json.dumps(doc, sort_keys=True, default=str)
@@ -62,4 +84,4 @@ def write_marker(folder: str, doc: dict[str, Any]) -> None:
     storage.write_json(storage.join(folder, MARKER), doc)
 
 
-__all__ = ["MARKER", "Completion", "fingerprint", "read_marker", "write_marker"]
+__all__ = ["MARKER", "Completion", "Result", "fingerprint", "read_marker", "write_marker"]

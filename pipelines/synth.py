@@ -23,7 +23,6 @@ Frames are generated and piped to ffmpeg in chunks, so memory does not grow with
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +33,8 @@ import imageio_ffmpeg
 import numpy as np
 
 from pipelines.errors import OptionError
-from pipelines.options import flag, option, values
-from pipelines.stage import Completion, read_marker, write_marker
+from pipelines.options import flag, option, require_local_folder, values
+from pipelines.stage import Completion, Result, read_marker, write_marker
 
 ANOMALY_KINDS = ("fast", "big", "wrong_direction")
 LABEL_FILE = "synth.m"
@@ -78,10 +77,7 @@ class SynthConfig:
     quiet: bool = option("print nothing", default=False, execution=True)
 
     def __post_init__(self) -> None:
-        if not self.out:
-            raise OptionError("out", "--out is empty")
-        if "://" in self.out:
-            raise OptionError("out", f"--out {self.out}: synth writes to a local folder only")
+        require_local_folder("out", self.out, "synth")
         if self.size not in PRESETS:
             raise OptionError("size", f"--size must be one of {tuple(PRESETS)}, got {self.size!r}")
         for name in ("train_videos", "test_videos"):
@@ -105,7 +101,7 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
-class SynthResult:
+class SynthResult(Result):
     """What was written."""
 
     out: str
@@ -113,13 +109,6 @@ class SynthResult:
     test_videos: int
     frames: int  # in all videos
     anomalous_frames: int
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SynthResult:
-        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)

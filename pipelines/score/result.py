@@ -15,13 +15,12 @@ it back with :func:`read_result`; nothing else knows its keys.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines import storage
 from pipelines.score.config import ScoreConfig
-from pipelines.stage import Completion
+from pipelines.stage import Completion, Result
 
 PARTS_DIR = "parts"
 FRAMES_FILE = "frames.parquet"
@@ -34,7 +33,7 @@ THROUGHPUT = "frames_per_s"
 
 
 @dataclass(frozen=True)
-class ScoreResult:
+class ScoreResult(Result):
     """What a scoring job produced, as its ``summary.json`` records it."""
 
     out: str  # the SCORES folder or URI
@@ -64,18 +63,9 @@ class ScoreResult:
         return {k: v for k, v in self.metrics.items() if k != THROUGHPUT}
 
     def to_json(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["failed"], doc["skipped"] = list(self.failed), list(self.skipped)
-        doc["metrics"] = {k: float(v) for k, v in self.metrics.items()}
+        doc = super().to_json()
+        doc["metrics"] = {k: float(v) for k, v in self.metrics.items()}  # numpy floats too
         return doc
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> ScoreResult:
-        fields = {f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc}
-        fields["failed"] = tuple(doc["failed"])
-        fields["skipped"] = tuple(doc["skipped"])
-        fields["metrics"] = {k: float(v) for k, v in doc["metrics"].items()}
-        return cls(**fields)
 
     def summary(self) -> dict[str, Any]:
         """The content of ``summary.json``: everything but the folder it is in (the report

@@ -193,9 +193,8 @@ class _Job:
     def train_config(self, spec: JobSpec) -> train.TrainConfig:
         """The spec's training config, named by what decides the model it makes."""
         assert spec.train is not None
-        base = dataclasses.replace(spec.train, probe=self.config.probe)
-        name = f"{spec.name}-{stage.fingerprint(train.run_identity(base))}"
-        return dataclasses.replace(base, name=name)
+        name = f"{spec.name}-{stage.fingerprint(train.run_identity(spec.train))}"
+        return dataclasses.replace(spec.train, name=name, probe=self.config.probe)
 
     def scores(self, spec: JobSpec, model: str) -> list[StageOutcome]:
         """One scoring stage per memory mode, on the model's pinned version, fetched once

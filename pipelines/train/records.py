@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 from pipelines import options, storage
 from pipelines.data import ingested_rows, read_summary
 from pipelines.errors import UserError
-from pipelines.stage import Completion, fingerprint, read_marker
+from pipelines.stage import Completion, Result, fingerprint, read_marker
 from pipelines.train.config import TrainConfig
 
 RUN_RECORD = "mnad-train.json"
@@ -30,7 +30,7 @@ RUN_RECORD = "mnad-train.json"
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(Result):
     """What a training run produced (the train stage's contract out)."""
 
     run_id: str  # MLflow run
@@ -42,14 +42,6 @@ class TrainResult:
     model_version: str
     model_uri: str  # models:/<name>/<version>
     epochs: list[dict[str, float]]  # per-epoch metrics, the whole run (resumed parts too)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> TrainResult:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in known})
 
 
 @dataclass(frozen=True)
