@@ -6,17 +6,21 @@ are the input and the last one is the target. For reconstruction ``T = 1``: the 
 both. Pixels are scaled from uint8 to [-1, 1] (``x / 127.5 - 1``) as the paper's loader
 does; grey data (1 channel) is repeated to 3 channels for a 3-channel model, as the paper's
 code reads grey frames. Training, scoring, the report and the served model all call these.
+
+torch is imported where a tensor is made: the Ray tasks that only stack clips
+(:func:`stack_clips`, numpy) do not pay for importing it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from mnad.config import ModelConfig
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class ClipInput(NamedTuple):
@@ -72,6 +76,8 @@ def split_clip(clips: Tensor, cfg: ModelConfig) -> ClipInput:
 
 def model_clips(clips: np.ndarray | Tensor, cfg: ModelConfig) -> ClipInput:
     """uint8 clips (B, T*c, H, W) of the data's c channels as the model's input and target."""
+    import torch
+
     x = torch.as_tensor(clips)
     return split_clip(to_model_range(widen(x, cfg)), cfg)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,21 @@ class Result:
         return cls(**given)
 
 
+def exports(package: str, modules: Mapping[str, tuple[str, ...]]) -> Callable[[str], Any]:
+    """A stage package's ``__getattr__``: each public name (``modules``: module -> names) is
+    imported from its module when first asked for, so that a Ray task which imports one
+    light module of the package (``pipelines.train.data``) does not import the driver's
+    torch, MLflow and matplotlib with it."""
+    owner = {name: module for module, names in modules.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in owner:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{owner[name]}"), name)
+
+    return __getattr__
+
+
 def fingerprint(doc: Mapping[str, Any]) -> str:
     """A short, stable hash of a JSON-able mapping (what identifies a stage's result)."""
     text = json.dumps(doc, sort_keys=True, default=str)
@@ -84,4 +100,6 @@ def write_marker(folder: str, doc: dict[str, Any]) -> None:
     storage.write_json(storage.join(folder, MARKER), doc)
 
 
-__all__ = ["MARKER", "Completion", "Result", "fingerprint", "read_marker", "write_marker"]
+__all__ = [
+    "MARKER", "Completion", "Result", "exports", "fingerprint", "read_marker", "write_marker"
+]  # fmt: skip

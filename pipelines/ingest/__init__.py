@@ -9,16 +9,13 @@ task, with :mod:`~pipelines.ingest.decode` (ffmpeg) and :mod:`~pipelines.ingest.
 ``summary.json``.
 """
 
-from pipelines.ingest.config import IngestConfig, default_dataset_name, ingest_settings
-from pipelines.ingest.driver import completion, run_ingest
-from pipelines.ingest.result import Failure, IngestResult
+from pipelines.stage import exports
 
-__all__ = [
-    "Failure",
-    "IngestConfig",
-    "IngestResult",
-    "completion",
-    "default_dataset_name",
-    "ingest_settings",
-    "run_ingest",
-]
+_MODULES = {
+    "config": ("IngestConfig", "default_dataset_name", "ingest_settings"),
+    "driver": ("completion", "run_ingest"),
+    "result": ("Failure", "IngestResult"),
+}
+
+__getattr__ = exports(__name__, _MODULES)
+__all__ = sorted(name for names in _MODULES.values() for name in names)

@@ -14,36 +14,17 @@ code runs:
 - :mod:`.report` (driver): the evaluation report (segments, plots, pictures, HTML page).
 """
 
-from pipelines.score.actor import VideoOutcome, VideoScorer, VideoTask, video_inputs
-from pipelines.score.config import MemoryMode, ScoreConfig
-from pipelines.score.driver import combine_parts, frame_metrics, run_score
-from pipelines.score.result import (
-    FRAMES_FILE,
-    PARTS_DIR,
-    REPORT_DIR,
-    SCORES_SUMMARY_FILE,
-    ScoreResult,
-    completion,
-    discard,
-    read_result,
-)
+from pipelines.stage import exports
 
-__all__ = [
-    "FRAMES_FILE",
-    "PARTS_DIR",
-    "REPORT_DIR",
-    "SCORES_SUMMARY_FILE",
-    "MemoryMode",
-    "ScoreConfig",
-    "ScoreResult",
-    "VideoOutcome",
-    "VideoScorer",
-    "VideoTask",
-    "combine_parts",
-    "completion",
-    "discard",
-    "frame_metrics",
-    "read_result",
-    "run_score",
-    "video_inputs",
-]
+_MODULES = {
+    "actor": ("VideoOutcome", "VideoScorer", "VideoTask", "video_inputs"),
+    "config": ("MemoryMode", "ScoreConfig"),
+    "driver": ("combine_parts", "frame_metrics", "run_score"),
+    "result": (
+        "FRAMES_FILE", "PARTS_DIR", "REPORT_DIR", "SCORES_SUMMARY_FILE", "ScoreResult",
+        "completion", "discard", "read_result",
+    ),
+}
+
+__getattr__ = exports(__name__, _MODULES)
+__all__ = sorted(name for names in _MODULES.values() for name in names)

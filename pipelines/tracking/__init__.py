@@ -17,60 +17,19 @@ workers, or against several stores do not clash.
 - :mod:`~pipelines.tracking.ui` (driver): ``mnad ui``.
 """
 
-from pipelines.tracking.pyfunc import (
-    CHECKPOINT_ARTIFACT,
-    PREDICT_COLUMNS,
-    MNADPyfunc,
-    model_signature,
-)
-from pipelines.tracking.registry import (
-    LATEST,
-    MODEL_NAME_IN_RUN,
-    TAG_MODEL_ID,
-    TAG_MODEL_NAME,
-    TAG_MODEL_URI,
-    TAG_MODEL_VERSION,
-    ModelRef,
-    ModelVersionInfo,
-    fetch_model,
-    find_model,
-    link_model_version,
-    register_checkpoint,
-)
-from pipelines.tracking.runs import RunHandle, flatten_params, start_run
-from pipelines.tracking.store import (
-    DEFAULT_STORE,
-    HTTP_TIMEOUT_S,
-    check_tracking,
-    resolve_tracking_uri,
-)
-from pipelines.tracking.ui import UiConfig, run_ui, ui_command
+from pipelines.stage import exports
 
-__all__ = [
-    "CHECKPOINT_ARTIFACT",
-    "DEFAULT_STORE",
-    "HTTP_TIMEOUT_S",
-    "LATEST",
-    "MODEL_NAME_IN_RUN",
-    "PREDICT_COLUMNS",
-    "TAG_MODEL_ID",
-    "TAG_MODEL_NAME",
-    "TAG_MODEL_URI",
-    "TAG_MODEL_VERSION",
-    "MNADPyfunc",
-    "ModelRef",
-    "ModelVersionInfo",
-    "RunHandle",
-    "UiConfig",
-    "check_tracking",
-    "fetch_model",
-    "find_model",
-    "flatten_params",
-    "link_model_version",
-    "model_signature",
-    "register_checkpoint",
-    "resolve_tracking_uri",
-    "run_ui",
-    "start_run",
-    "ui_command",
-]
+_MODULES = {
+    "pyfunc": ("CHECKPOINT_ARTIFACT", "PREDICT_COLUMNS", "MNADPyfunc", "model_signature"),
+    "registry": (
+        "LATEST", "MODEL_NAME_IN_RUN", "TAG_MODEL_ID", "TAG_MODEL_NAME", "TAG_MODEL_URI",
+        "TAG_MODEL_VERSION", "ModelRef", "ModelVersionInfo", "fetch_model", "find_model",
+        "link_model_version", "register_checkpoint",
+    ),
+    "runs": ("RunHandle", "flatten_params", "start_run"),
+    "store": ("DEFAULT_STORE", "HTTP_TIMEOUT_S", "check_tracking", "resolve_tracking_uri"),
+    "ui": ("UiConfig", "run_ui", "ui_command"),
+}
+
+__getattr__ = exports(__name__, _MODULES)
+__all__ = sorted(name for names in _MODULES.values() for name in names)

@@ -9,19 +9,14 @@
   workers): the training loop of one rank.
 """
 
-from pipelines.train.config import TrainConfig, load_preset
-from pipelines.train.driver import run_train
-from pipelines.train.records import TrainResult, completion, discard, run_identity
-from pipelines.train.worker import StepProbe, StepRecord
+from pipelines.stage import exports
 
-__all__ = [
-    "StepProbe",
-    "StepRecord",
-    "TrainConfig",
-    "TrainResult",
-    "completion",
-    "discard",
-    "load_preset",
-    "run_identity",
-    "run_train",
-]
+_MODULES = {
+    "config": ("TrainConfig", "load_preset"),
+    "driver": ("run_train",),
+    "records": ("TrainResult", "completion", "discard", "run_identity"),
+    "worker": ("StepProbe", "StepRecord"),
+}
+
+__getattr__ = exports(__name__, _MODULES)
+__all__ = sorted(name for names in _MODULES.values() for name in names)
