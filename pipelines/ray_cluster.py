@@ -4,21 +4,34 @@
   this process is already connected to; else ``address`` (None: ``$RAY_ADDRESS``, else the
   cluster `ray start` began on this machine, else a new local Ray, stopped at the end).
   :func:`ray_session` is the same as a context manager that joins at once (one stage).
-- :class:`Need`: the resources of N identical workers or actors, checked against the
-  cluster's totals (:meth:`Need.shortfall`) and, on a cluster that can grow, requested from
-  its autoscaler (:func:`nodes_for`).
+- :class:`Need`: the resources of N identical workers or actors, checked against what each
+  node has (:func:`node_resources`, :meth:`Need.fits`: a bundle never spans two nodes) and
+  the cluster's totals (:meth:`Need.shortfall`); :func:`bundle_cpus` sizes a bundle to the
+  nodes; :func:`admit` decides whether to run, grow or refuse, and on a cluster that can grow
+  :func:`nodes_for` asks its autoscaler for the nodes.
+
+The Ray that :class:`RaySession` starts for itself listens on 127.0.0.1 only (Ray's
+loopback-only mode, :data:`LOOPBACK_ENV`), so the embedded default opens no port to the
+network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 _EPS = 1e-9
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's loopback-only mode when "0" (its default on macOS and Windows): the node's address,
+and so every port its GCS, raylet and workers open, is 127.0.0.1. Ray reads it when it is
+first imported."""
 
 
 class RaySession:
@@ -52,12 +65,13 @@ class RaySession:
         self.close()
 
     def ensure(self) -> RaySession:
-        """Join (or start) the Ray if not done yet."""
+        """Join (or start) the Ray if not done yet; one started here listens on 127.0.0.1."""
+        if self._joined:
+            return self
+        loopback = self._loopback_if_local()  # before Ray is imported
         import ray
         import ray.data  # configures its loggers on import, before the levels below
 
-        if self._joined:
-            return self
         if not ray.is_initialized():
             ray.init(
                 address=self.address,
@@ -66,6 +80,7 @@ class RaySession:
                 logging_level=logging.WARNING,
             )
             self._started = True
+        loopback()
         self._joined = True
         self.can_grow = not _started_a_local_ray()
         context = ray.data.DataContext.get_current()
@@ -82,6 +97,31 @@ class RaySession:
             self._restore.append(lambda logger=logger, old=logger.level: logger.setLevel(old))
             logger.setLevel(level)
         return self
+
+    def _loopback_if_local(self) -> Callable[[], None]:
+        """Before Ray is imported: when no address is given (``address``, ``$RAY_ADDRESS``),
+        set Ray's loopback-only mode, so that a Ray started here listens on 127.0.0.1 only
+        (joining a cluster ``ray start`` began on this machine works in that mode too). The
+        mode stays as it was when Ray was imported already (say so if it starts one then).
+        Returns what restores the environment once Ray is up (its processes keep the mode)."""
+        if self.address or os.environ.get("RAY_ADDRESS") or LOOPBACK_ENV in os.environ:
+            return lambda: None
+        if "ray" not in sys.modules:
+            os.environ[LOOPBACK_ENV] = "0"
+            return lambda: os.environ.pop(LOOPBACK_ENV, None)
+
+        def warn() -> None:
+            from ray._private import ray_constants
+
+            if self._started and ray_constants.ENABLE_RAY_CLUSTER:
+                print(
+                    f"mnad: Ray was imported before the session: its local Ray listens on "
+                    f"every interface (set {LOOPBACK_ENV}=0 before importing ray)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        return warn
 
     def close(self) -> None:
         import ray
@@ -118,6 +158,22 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+Nodes = Sequence[dict[str, float]]
+"""What each node has (its total resources), one mapping per alive node."""
+
+
+def node_resources() -> list[dict[str, float]]:
+    """The total resources of each alive node of the cluster (not what is free now)."""
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+
+
+def largest_node(nodes: Nodes, resource: str = "CPU") -> float:
+    """The most of ``resource`` that one node has (0 without nodes)."""
+    return max((node.get(resource, 0.0) for node in nodes), default=0.0)
+
+
 @dataclass(frozen=True)
 class Need:
     """``count`` workers or actors that each reserve ``bundle`` (``{"CPU": 2, "GPU": 1}``)."""
@@ -136,6 +192,25 @@ class Need:
     def total(self) -> dict[str, float]:
         return {k: v * self.count for k, v in self.bundle.items()}
 
+    def per_node(self, node: dict[str, float]) -> int:
+        """How many of the bundles ``node`` holds at once."""
+        fits = [int(node.get(k, 0.0) / v + _EPS) for k, v in self.bundle.items() if v > 0]
+        return min(fits, default=self.count)
+
+    def placeable(self, nodes: Nodes) -> int:
+        """How many of the bundles the nodes hold at once (each bundle on one node: for
+        identical bundles, the sum of what each node holds is the best packing)."""
+        return sum(self.per_node(node) for node in nodes)
+
+    def fits(self, nodes: Nodes) -> bool:
+        """Whether all ``count`` bundles can be placed on the nodes at once."""
+        return self.placeable(nodes) >= self.count
+
+    def describe(self) -> str:
+        """``2 x {CPU: 4, GPU: 1}``."""
+        each = ", ".join(f"{k}: {v:g}" for k, v in self.bundle.items())
+        return f"{self.count} x {{{each}}}"
+
     def shortfall(self, have: dict[str, float] | None = None) -> dict[str, tuple[float, float]]:
         """``{resource: (needed, the cluster has)}`` for each resource the cluster lacks."""
         have = cluster_resources() if have is None else have
@@ -146,27 +221,62 @@ class Need:
         }
 
 
+def bundle_cpus(count: int, nodes: Nodes, most: float, gpus: float = 0.0) -> int:
+    """The most whole CPUs (at most ``most``, at least 1) that each of ``count`` bundles of
+    ``gpus`` GPUs can reserve so that all of them fit the nodes at once; 1 when even that
+    does not fit (the placement check then says what is missing)."""
+    for cpus in range(max(1, int(most + _EPS)), 0, -1):
+        if Need.of(count, cpus, gpus).fits(nodes):
+            return cpus
+    return 1
+
+
+Admission = Literal["run", "grow", "refuse"]
+
+
+def admit(need: Need, nodes: Nodes, can_grow: bool) -> Admission:
+    """What to do with ``need`` on a cluster of ``nodes``: ``run`` when they hold all its
+    bundles at once; else ``grow`` (ask the autoscaler, :func:`nodes_for`) on a cluster that
+    can, and ``refuse`` on one that cannot."""
+    if need.fits(nodes):
+        return "run"
+    return "grow" if can_grow else "refuse"
+
+
 @contextlib.contextmanager
 def nodes_for(need: Need, timeout_s: float, say: Callable[[str], Any]) -> Iterator[None]:
-    """On a cluster short of ``need``, ask its autoscaler for it
+    """On a cluster whose nodes cannot hold ``need``, ask its autoscaler for it
     (``ray.autoscaler.sdk.request_resources``) and wait up to ``timeout_s`` for the nodes to
     join; withdraw the request when the block ends. The stage's own check reports what is
     still missing after that."""
-    if timeout_s <= 0 or not need.shortfall():
+    if timeout_s <= 0 or need.fits(node_resources()):
         yield
         return
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[need.bundle] * need.count)
     try:
-        missing = {k: want - got for k, (want, got) in need.shortfall().items()}
-        say(f"asking the autoscaler for {missing}; waiting up to {timeout_s:.0f} s")
+        say(f"asking the autoscaler for nodes for {need.describe()}; "
+            f"waiting up to {timeout_s:.0f} s")  # fmt: skip
         deadline = time.monotonic() + timeout_s
-        while need.shortfall() and time.monotonic() < deadline:
+        while not need.fits(node_resources()) and time.monotonic() < deadline:
             time.sleep(5.0)
         yield
     finally:
         request_resources(bundles=[])
 
 
-__all__ = ["Need", "RaySession", "cluster_resources", "nodes_for", "ray_session"]
+__all__ = [
+    "LOOPBACK_ENV",
+    "Admission",
+    "Need",
+    "Nodes",
+    "RaySession",
+    "admit",
+    "bundle_cpus",
+    "cluster_resources",
+    "largest_node",
+    "node_resources",
+    "nodes_for",
+    "ray_session",
+]

@@ -6,6 +6,15 @@ outputs. Writes that another process may read (shards, markers, summaries, part 
 through :func:`atomic_output`: bytes land under a hidden temporary name in the same folder
 and are moved into place only when complete, so a reader never sees half a file and a
 crashed writer leaves only a temporary that :func:`remove_temporaries` clears.
+
+Object stores: credentials and the endpoint come from the environment, as pyarrow, boto3 and
+MLflow read them, so one setting serves the product, Ray Train's storage and MLflow's S3
+artifacts alike: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or the node's role) and,
+for an S3-compatible store that is not AWS (MinIO, Ceph, moto), ``AWS_ENDPOINT_URL_S3``
+(or ``AWS_ENDPOINT_URL``), e.g. ``http://minio.storage:9000``; a single URI can carry
+pyarrow's own ``?endpoint_override=HOST:PORT&scheme=http`` instead. The first time a process
+touches a bucket, :func:`resolve` asks the store for it (:func:`check_reachable`), so a store
+that cannot be reached fails in one line naming it before any work is done.
 """
 
 from __future__ import annotations
@@ -18,15 +27,24 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.errors import UserError
+
 TMP_MARK = ".tmp-"
 """Part of every temporary name: ``.<name>.tmp-<hex>`` beside the file it becomes."""
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://, gs://, models:/, runs:/
+
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+"""Where an s3:// URI's store is when it is not AWS, in the order pyarrow and boto3 read them."""
+
+_OBJECT_STORES = ("s3", "gs", "gcs")
+_reached: set[tuple[str, str]] = set()  # (endpoint, bucket) pairs that answered this process
 
 
 def is_uri(location: str) -> bool:
@@ -37,8 +55,50 @@ def is_uri(location: str) -> bool:
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow file system and the path in it, for a local path or an s3:// / gs:// URI."""
     if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
+        fs, path = pafs.FileSystem.from_uri(uri)
+        if uri.split("://", 1)[0].lower() in _OBJECT_STORES:
+            _check_once(uri, fs, path)
+        return fs, path
     return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def endpoint(uri: str) -> str:
+    """Where the store of the object-store URI ``uri`` is: its ``endpoint_override``, else
+    ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL`` for s3://, else the cloud's own."""
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    if "endpoint_override" in query:
+        scheme = query.get("scheme", ["https"])[0]
+        return f"{scheme}://{query['endpoint_override'][0]}"
+    if parts.scheme.lower() == "s3":
+        for name in ENDPOINT_ENV:
+            if os.environ.get(name):
+                return os.environ[name]
+        return "AWS S3"
+    return "Google Cloud Storage"
+
+
+def check_reachable(uri: str) -> None:
+    """Raise a one-line ``UserError`` naming the store when the bucket of the object-store
+    URI ``uri`` cannot be asked for (no connection, no credentials, access denied).
+    A bucket that does not exist is not an error here: writing creates what it needs."""
+    if uri.split("://", 1)[0].lower() in _OBJECT_STORES:
+        resolve(uri)  # checks, once per process and bucket
+
+
+def _check_once(uri: str, fs: pafs.FileSystem, path: str) -> None:
+    bucket = path.split("/", 1)[0]
+    key = (endpoint(uri), bucket)
+    if key in _reached:
+        return
+    try:
+        fs.get_file_info(bucket)
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"{uri}: the object store at {key[0]} cannot be reached (bucket {bucket}): {reason}"
+        ) from None
+    _reached.add(key)
 
 
 def join(base: str, *parts: str) -> str:
@@ -145,9 +205,12 @@ def _plain(value: Any) -> Any:
 __all__ = [
     "TMP_MARK",
     "absolute",
+    "ENDPOINT_ENV",
     "atomic_output",
+    "check_reachable",
     "copy_tree",
     "delete_tree",
+    "endpoint",
     "exists",
     "is_file",
     "is_uri",

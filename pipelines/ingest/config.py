@@ -57,6 +57,12 @@ class IngestConfig:
         default=1,
         execution=True,
     )
+    ffmpeg: str | None = option(
+        "the ffmpeg binary, at this path on every node (default: each node's own: "
+        "$IMAGEIO_FFMPEG_EXE, else the one imageio-ffmpeg ships)",
+        default=None,
+        execution=True,
+    )
     progress_every: int = option(
         "print a progress line every this many videos", default=10, execution=True
     )
@@ -77,6 +83,8 @@ class IngestConfig:
                 raise OptionError(
                     "size", f"--size must be two numbers H W in 8..8192, got {self.size}"
                 )
+        if self.ffmpeg is not None and not self.ffmpeg:
+            raise OptionError("ffmpeg", "--ffmpeg is empty")
         if self.channels not in (1, 3):
             raise OptionError("channels", f"--channels must be 1 or 3, got {self.channels}")
         if self.dataset is not None and not _DATASET_NAME.match(self.dataset):

@@ -60,9 +60,14 @@ class DecodeError(Exception):
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How to decode: target size (None: the source's), channels, which ffmpeg."""
+    """How to decode: which ffmpeg, target size (None: the source's), channels, threads.
 
-    ffmpeg: str  # path of the ffmpeg binary
+    ``ffmpeg`` None (what the driver passes): the binary is found where ffmpeg runs, in the
+    Ray task (:func:`ffmpeg_exe`), since the package that ships it may live elsewhere on each
+    node; a path: that binary, on every node (an explicit override).
+    """
+
+    ffmpeg: str | None = None  # path of the ffmpeg binary; None: found where it runs
     size: tuple[int, int] | None = None  # (height, width)
     channels: int = 1  # 1: gray, 3: rgb24
     threads: int = 1  # decoder threads
@@ -76,6 +81,25 @@ class DecodeSettings:
     @property
     def pix_fmt(self) -> str:
         return "gray" if self.channels == 1 else "rgb24"
+
+    def executable(self) -> str:
+        """The ffmpeg binary to run in this process: ``ffmpeg``, else :func:`ffmpeg_exe`
+        (resolved here, on the node that runs it)."""
+        return self.ffmpeg or ffmpeg_exe()
+
+
+def ffmpeg_exe() -> str:
+    """This machine's ffmpeg: ``$IMAGEIO_FFMPEG_EXE`` if set, else the binary that the
+    ``imageio-ffmpeg`` package ships (``imageio_ffmpeg.get_ffmpeg_exe``). None found: an
+    ``OSError``, which fails each video with one line."""
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        raise FileNotFoundError(
+            "no ffmpeg on this node: install imageio-ffmpeg or set IMAGEIO_FFMPEG_EXE"
+        ) from None
 
 
 def concat_list(frames: tuple[str, ...]) -> str:
@@ -172,7 +196,7 @@ class FrameReader:
     def __enter__(self) -> FrameReader:
         self._check_files()
         self._proc = self._command().run_async(
-            cmd=self.settings.ffmpeg, pipe_stdout=True, pipe_stderr=True
+            cmd=self.settings.executable(), pipe_stdout=True, pipe_stderr=True
         )
         with contextlib.suppress(OSError):  # Linux: fewer, larger reads from a 1 MiB pipe
             fcntl.fcntl(self._proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)

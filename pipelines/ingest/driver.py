@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import imageio_ffmpeg
 import pyarrow as pa
 
 from pipelines import storage
@@ -65,7 +64,7 @@ def run_ingest(config: IngestConfig) -> IngestResult:
 
 def _plan(config: IngestConfig) -> IngestPlan:
     decode = DecodeSettings(
-        ffmpeg=imageio_ffmpeg.get_ffmpeg_exe(),
+        ffmpeg=config.ffmpeg,  # None: each task finds its node's ffmpeg
         size=config.size,
         channels=config.channels,
         threads=config.ffmpeg_threads,

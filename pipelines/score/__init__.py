@@ -5,10 +5,11 @@ A typed config in (:class:`ScoreConfig`), a typed result out (:class:`ScoreResul
 code runs:
 
 - :mod:`.config` (driver): the options;
-- :mod:`.driver` (driver): :func:`run_score`: the model found and fetched once, the actors
-  sized and run over Ray Data, the parts combined, the metrics, the report, the MLflow run;
-- :mod:`.actor` (Ray Data actors): :class:`VideoScorer`, one video at a time, one part file
-  each;
+- :mod:`.driver` (driver): :func:`run_score`: the model found (its ref travels to the
+  actors, which fetch it), the actors sized to the nodes and run over Ray Data, the parts
+  combined, the metrics, the report, the MLflow run;
+- :mod:`.actor` (Ray Data actors): :class:`VideoScorer`, which fetches the model itself,
+  one video at a time, one part file each;
 - :mod:`.result` (driver): the SCORES folder, :class:`ScoreResult` and its summary.json,
   :func:`completion`, :func:`discard`;
 - :mod:`.report` (driver): the evaluation report (segments, plots, pictures, HTML page).

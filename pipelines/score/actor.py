@@ -1,7 +1,9 @@
 """What runs in the scoring actors (Ray Data ``map_batches`` callables): whole videos in,
 one part file per video out.
 
-:class:`VideoScorer` loads the model once per actor, folds its BatchNorms into the
+:class:`VideoScorer` fetches the model itself (from MLflow, by the
+:class:`~pipelines.tracking.ModelRef` the driver found: nothing of the driver's disk), loads
+it once per actor, folds its BatchNorms into the
 convolutions and makes its weights channels_last (the same scores to float rounding,
 faster), and runs each video's clips through :class:`mnad.streaming.StreamingScorer` in
 batches. A video's clips are read with :func:`pipelines.data.video_clips` and laid out and
@@ -18,10 +20,13 @@ without a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +42,9 @@ from mnad.streaming import FrameScores, StreamingScorer
 from pipelines import storage
 from pipelines.data import ClipBatch, video_clips
 from pipelines.schema import SCORES_SCHEMA
+
+if TYPE_CHECKING:
+    from pipelines.tracking import ModelRef
 
 OK = "ok"
 RESUMED = "resumed"
@@ -66,6 +74,7 @@ class VideoOutcome:
     frames: int
     seconds: float
     error: str = ""
+    node: str = ""  # the Ray node the actor ran on ("" outside Ray)
 
 
 def video_inputs(shard: str, cfg: ModelConfig, batch: int) -> Iterator[tuple[ClipBatch, ClipInput]]:
@@ -77,11 +86,21 @@ def video_inputs(shard: str, cfg: ModelConfig, batch: int) -> Iterator[tuple[Cli
 
 
 class VideoScorer:
-    """A Ray Data callable: loads the model once, scores whole videos, writes their parts."""
+    """A Ray Data callable: fetches and loads the model once, scores whole videos, writes
+    their parts.
+
+    ``model`` is what :func:`pipelines.tracking.find_model` found, fetched here with
+    :func:`pipelines.tracking.fetch_model` from ``tracking_uri`` into a temporary folder of
+    this process (gone once the model is loaded). A ``models:/`` or ``runs:/`` model is read
+    from the MLflow store and its artifact store, which every node reaches; a local checkpoint
+    folder stays a path, which is fine on one machine only: on a cluster, a model must be a
+    ``models:/`` or ``runs:/`` URI.
+    """
 
     def __init__(
         self,
-        checkpoint_dir: str,
+        model: ModelRef,
+        tracking_uri: str,
         dataset: str,
         reset_per_video: bool,
         granularity: str,
@@ -90,11 +109,15 @@ class VideoScorer:
         device: str = "cpu",
         precision: str = "fp32",
     ):
+        from pipelines.tracking import fetch_model
+
         torch.set_num_threads(max(1, threads))
-        model, self.preset = load_model(checkpoint_dir)
+        with tempfile.TemporaryDirectory(prefix="mnad-model-") as tmp:
+            loaded, self.preset = load_model(fetch_model(model, tracking_uri, dst=tmp))
         # BatchNorm folded into the convs and channels_last weights: the same scores to float
         # rounding (tests/mnad/test_parity.py runs the paper's fixture through it), faster.
-        self.model = inference_copy(model).to(device)
+        self.model = inference_copy(loaded).to(device)
+        self.node = _node_id()
         self.scorer = StreamingScorer(
             self.model,
             granularity=granularity,  # type: ignore[arg-type]
@@ -106,7 +129,7 @@ class VideoScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outcomes = [
-            self.score_video(VideoTask(v, s, p))
+            dataclasses.replace(self.score_video(VideoTask(v, s, p)), node=self.node)
             for v, s, p in zip(batch["video_id"], batch["shard"], batch["part"], strict=True)
         ]
         return {k: np.array([getattr(o, k) for o in outcomes]) for k in asdict(outcomes[0])}
@@ -169,6 +192,13 @@ class VideoScorer:
         )
         items = "null" if self.reset_per_video else json.dumps(self.scorer.items.tolist())
         return table.replace_schema_metadata({ITEMS_AFTER: items})
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on, or "" outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 __all__ = [

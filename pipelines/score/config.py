@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipelines.errors import OptionError
-from pipelines.options import hidden, option
+from pipelines.options import option
 
 MemoryMode = Literal["paper", "per-video"]
 
@@ -58,9 +58,12 @@ class ScoreConfig:
     )
     report: bool = option("write the plots and HTML report", default=True)
     quiet: bool = option("print only errors and the result", default=False, execution=True)
-    checkpoint_dir: str | None = hidden()
-    """The local checkpoint folder of ``model`` when the caller fetched it already (a job of
-    several scoring stages fetches its model once); None: ``run_score`` fetches it."""
+    wait_for_nodes: float = option(
+        "on a running cluster that can grow, seconds to wait for its autoscaler to add the "
+        "nodes the actors need (GPU nodes of a cluster scaled to zero; 0: do not wait)",
+        default=0.0,
+        execution=True,
+    )
 
     def __post_init__(self) -> None:
         if self.memory not in ("paper", "per-video"):
@@ -78,6 +81,10 @@ class ScoreConfig:
             )
         if self.actors < 0:
             raise OptionError("actors", f"--actors must be >= 0, not {self.actors}")
+        if not self.wait_for_nodes >= 0:
+            raise OptionError(
+                "wait_for_nodes", f"--wait-for-nodes must be >= 0, not {self.wait_for_nodes}"
+            )
         if not self.gpus_per_actor >= 0:
             raise OptionError(
                 "gpus_per_actor", f"--gpus-per-actor must be >= 0, not {self.gpus_per_actor}"

@@ -14,9 +14,14 @@ Memory modes:
 - ``paper``: the memory is carried across all videos in sorted order, as the paper's
   evaluation does; one actor scores them in turn. For exact reproduction.
 
-The model is found (:func:`pipelines.tracking.find_model`) and fetched
-(:func:`pipelines.tracking.fetch_model`) once per job; the actors
-(:mod:`pipelines.score.actor`) and the report's pictures load that one copy.
+The model is found once (:func:`pipelines.tracking.find_model`); what travels to the actors
+(:mod:`pipelines.score.actor`) is that :class:`~pipelines.tracking.ModelRef` and the tracking
+URI, and each actor fetches the model itself (:func:`pipelines.tracking.fetch_model`), so no
+actor opens a path on the driver's disk. The driver fetches its own copy for what it does
+itself: the frame-size check and the report's pictures. The actors' CPUs and GPUs are sized
+to fit the largest nodes (an actor never spans two); on a cluster that can grow, nodes the
+actors need are asked of the autoscaler (``--wait-for-nodes``). One line says what was asked
+for and which nodes the actors ran on.
 ``--gpus-per-actor`` puts the actors on GPUs (fractions share one); ``--precision bf16``
 runs the convolutions under bfloat16 autocast, faster where the hardware has it, at the cost
 of bit-exactness. A job that is interrupted and run again skips the videos already scored
@@ -25,11 +30,13 @@ of bit-exactness. A job that is interrupted and run again skips the videos alrea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +49,17 @@ import pyarrow.parquet as pq
 from pipelines import options, storage
 from pipelines.data import list_shards, validate_data
 from pipelines.errors import UserError
-from pipelines.ray_cluster import Need, cluster_resources, ray_session
+from pipelines.ray_cluster import (
+    Need,
+    Nodes,
+    RaySession,
+    admit,
+    bundle_cpus,
+    largest_node,
+    node_resources,
+    nodes_for,
+    ray_session,
+)
 from pipelines.schema import SCORES_SCHEMA, FrameShape
 from pipelines.score.actor import FAILED, TOO_SHORT, VideoScorer, VideoTask
 from pipelines.score.config import ScoreConfig
@@ -63,30 +80,26 @@ if TYPE_CHECKING:
 
 def run_score(config: ScoreConfig) -> ScoreResult:
     """Score every video of the split and write scores, report, summary and MLflow run."""
-    from mnad.checkpoint import load_checkpoint
     from pipelines import tracking
 
     summary = validate_data(config.data, splits=(config.split,))
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
     tracking.check_tracking(uri)
     ref = tracking.find_model(config.model, uri)
-    checkpoint_dir = config.checkpoint_dir or tracking.fetch_model(ref, uri)
-    preset = load_checkpoint(checkpoint_dir).preset
-    assert summary.shape is not None  # validate_data guarantees one frame size
-    _check_model_fits(preset, summary.shape, config.data)
     tasks = _tasks(config.data, config.split, config.out)
+    assert summary.shape is not None  # validate_data guarantees one frame size
+    render = _driver_model(config, ref, uri, summary.shape, tasks)
     storage.remove_temporaries(storage.join(config.out, PARTS_DIR))  # of a killed actor
 
-    with ray_session(config.quiet):
-        outcomes, seconds = _score_videos(config, tasks, checkpoint_dir, summary.dataset)
+    with ray_session(config.quiet) as session:
+        outcomes, seconds = _score_videos(config, tasks, ref, uri, summary.dataset, session)
     scored_now = sum(int(r["frames"]) for r in outcomes)
     frames = combine_parts(config.out, [t for t in tasks if storage.is_file(t.part)])
     metrics = frame_metrics(frames)
     metrics[THROUGHPUT] = scored_now / seconds if scored_now else 0.0
     report_dir = None
-    if config.report:
+    if render is not None:
         title = f"{summary.dataset} {config.split}: memory {config.memory}"
-        render = FrameRenderer(checkpoint_dir, {t.video_id: t.shard for t in tasks})
         dest = storage.join(config.out, REPORT_DIR)
         report_dir = write_score_report(frames, dest, title=title, metrics=metrics, render=render)
     result = ScoreResult(
@@ -104,12 +117,30 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         metrics=metrics,
         seconds=round(seconds, 3),
         report=storage.join(config.out, REPORT_INDEX) if report_dir else None,
+        nodes=tuple(sorted({str(r["node"]) for r in outcomes if r["node"]})),
     )
     result = _track(config, uri, ref, result, report_dir)
     result.write()  # last: summary.json says the scores are complete
     figures = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     _log(config, f"{result.frames} frames of {result.videos} videos; {figures}; {config.out}")
     return result
+
+
+def _driver_model(
+    config: ScoreConfig, ref: ModelRef, uri: str, shape: FrameShape, tasks: list[VideoTask]
+) -> FrameRenderer | None:
+    """The driver's own copy of the model, for what the driver does with it: check that the
+    frames fit it, and render the report's pictures (the renderer, with ``report``). Fetched
+    into a temporary folder that is gone once the model is loaded; the actors fetch theirs."""
+    from mnad.checkpoint import load_checkpoint
+    from pipelines import tracking
+
+    with tempfile.TemporaryDirectory(prefix="mnad-score-model-") as tmp:
+        checkpoint_dir = tracking.fetch_model(ref, uri, dst=tmp)
+        _check_model_fits(load_checkpoint(checkpoint_dir).preset, shape, config.data)
+        if not config.report:
+            return None
+        return FrameRenderer(checkpoint_dir, {t.video_id: t.shard for t in tasks})
 
 
 def _log(config: ScoreConfig, message: str) -> None:
@@ -147,72 +178,155 @@ class ActorPlan:
     threads: int  # CPUs (and torch threads) per actor
     gpus: float  # GPUs per actor (0: on CPUs)
 
+    def describe(self) -> str:
+        gpus = f" and {self.gpus:g} GPU" if self.gpus else ""
+        return f"{self.actors} actor(s) of {self.threads} CPU{gpus} each"
 
-def plan_actors(config: ScoreConfig, videos: int, resources: dict[str, float]) -> ActorPlan:
-    """The actors for ``videos`` videos on a cluster of ``resources`` (its totals).
 
-    From the cluster's size, not what is free right now, so that a rerun splits the work
-    (and the float arithmetic of each actor's threads) the same way. One actor in paper
-    mode; else ``--actors``, by default one per CPU (or per GPU share), at most one per video.
+def actor_need(config: ScoreConfig, videos: int, nodes: Nodes) -> Need:
+    """The actors the job asks for on a cluster of ``nodes`` (each node's totals).
+
+    From the nodes' sizes, not what is free right now, so that a rerun splits the work (and
+    the float arithmetic of each actor's threads) the same way. One actor in paper mode;
+    else ``--actors``, by default one per CPU (or per GPU share), at least one, at most one
+    per video. Each actor's CPUs: the cluster's CPUs shared out, but no more than lets every
+    actor fit on one node (an actor never spans nodes: one actor on two 8-CPU nodes takes 8).
     """
-    cpus = int(resources.get("CPU", 1)) or 1
-    default_actors = cpus
-    if config.gpus_per_actor > 0:
-        short = Need.of(1, 0, config.gpus_per_actor).shortfall(resources)
-        if short:
-            _, have = short["GPU"]
-            raise UserError(
-                f"--gpus-per-actor {config.gpus_per_actor:g}: the Ray cluster has {have:g} "
-                "GPUs; score on CPUs (--gpus-per-actor 0) or join GPU nodes"
-            )
-        default_actors = max(1, int(resources.get("GPU", 0.0) / config.gpus_per_actor + 1e-9))
-    wanted = 1 if config.memory == "paper" else config.actors or default_actors
+    cpus = sum(node.get("CPU", 0.0) for node in nodes)
+    gpus = config.gpus_per_actor
+    if gpus > 0:
+        default = sum(int(node.get("GPU", 0.0) / gpus + 1e-9) for node in nodes)
+    else:
+        default = int(cpus + 1e-9)
+    wanted = 1 if config.memory == "paper" else config.actors or default
     actors = max(1, min(wanted, videos))
-    return ActorPlan(actors, max(1, cpus // actors), config.gpus_per_actor)
+    threads = bundle_cpus(actors, nodes, most=max(1.0, cpus // actors), gpus=gpus)
+    return Need.of(actors, threads, gpus)
+
+
+def plan_actors(config: ScoreConfig, videos: int, nodes: Nodes) -> ActorPlan:
+    """The actors for ``videos`` videos (:func:`actor_need`); a one-line UserError when the
+    nodes cannot hold them all at once."""
+    need = actor_need(config, videos, nodes)
+    if not need.fits(nodes):
+        raise _refusal(config, need, nodes)
+    return ActorPlan(need.count, int(need.bundle["CPU"]), config.gpus_per_actor)
+
+
+def _refusal(config: ScoreConfig, need: Need, nodes: Nodes) -> UserError:
+    gpus = config.gpus_per_actor
+    if gpus > 0 and largest_node(nodes, "GPU") + 1e-9 < gpus:
+        have = sum(node.get("GPU", 0.0) for node in nodes)
+        return UserError(
+            f"--gpus-per-actor {gpus:g}: the Ray cluster has {have:g} GPUs (at most "
+            f"{largest_node(nodes, 'GPU'):g} on one node); score on CPUs "
+            "(--gpus-per-actor 0) or join GPU nodes"
+        )
+    return UserError(
+        f"{need.describe()} for the scoring actors: the Ray cluster's nodes hold "
+        f"{need.placeable(nodes)} of them at once (the largest has "
+        f"{largest_node(nodes):g} CPU, {largest_node(nodes, 'GPU'):g} GPU): pass fewer --actors"
+    )
+
+
+@contextlib.contextmanager
+def _placed(config: ScoreConfig, videos: int, can_grow: bool) -> Iterator[ActorPlan]:
+    """The actor plan, after asking the autoscaler for the nodes it needs when the cluster
+    cannot hold them yet and can grow (``wait_for_nodes``: a cluster scaled to zero GPU nodes
+    is asked for one actor of 1 CPU and the GPUs, or ``--actors`` of them); the request
+    stands while the block runs. The plan is then made from the nodes there are; a one-line
+    UserError if they still cannot hold it."""
+    nodes = node_resources()
+    need = actor_need(config, videos, nodes)
+    grow = can_grow and config.wait_for_nodes > 0
+    if admit(need, nodes, grow) == "refuse":
+        raise _refusal(config, need, nodes)
+    with nodes_for(need, config.wait_for_nodes if grow else 0.0, lambda m: _log(config, m)):
+        yield plan_actors(config, videos, node_resources())
 
 
 def _score_videos(
-    config: ScoreConfig, tasks: list[VideoTask], checkpoint_dir: str, dataset: str
+    config: ScoreConfig,
+    tasks: list[VideoTask],
+    ref: ModelRef,
+    tracking_uri: str,
+    dataset: str,
+    session: RaySession,
 ) -> tuple[list[dict[str, Any]], float]:
     """Run the scoring actors over every video; their outcomes and the seconds it took."""
     import ray
 
-    plan = plan_actors(config, len(tasks), cluster_resources())
     paper = config.memory == "paper"
-    where = f"{plan.gpus:g} GPU each" if plan.gpus else f"{plan.threads} CPU each"
-    _log(
-        config,
-        f"{len(tasks)} videos of {config.data} ({config.split}), {plan.actors} actor(s), {where}",
-    )
-    t0 = time.perf_counter()
-    items = [asdict(t) for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=1 if paper else max(1, len(items)))
-    outcomes_ds = ds.map_batches(
-        VideoScorer,
-        fn_constructor_kwargs={
-            "checkpoint_dir": checkpoint_dir,
-            "dataset": dataset,
-            "reset_per_video": not paper,
-            "granularity": config.granularity,
-            "batch_size": config.batch_size,
-            "threads": plan.threads,
-            "device": "cuda" if plan.gpus else "cpu",
-            "precision": config.precision,
-        },
-        batch_size=None if paper else 1,
-        compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        num_cpus=plan.threads,
-        num_gpus=plan.gpus or None,
-    )
+    with _placed(config, len(tasks), session.can_grow) as plan, _all_actors_first():
+        _log(config, f"{len(tasks)} videos of {config.data} ({config.split}), {plan.describe()}")
+        t0 = time.perf_counter()
+        items = [asdict(t) for t in tasks]
+        ds = ray.data.from_items(items, override_num_blocks=1 if paper else max(1, len(items)))
+        outcomes_ds = ds.map_batches(
+            VideoScorer,
+            fn_constructor_kwargs=_scorer_kwargs(config, ref, tracking_uri, dataset, plan),
+            batch_size=None if paper else 1,
+            # A task is a whole video: none waits behind another on a busy actor.
+            compute=ray.data.ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1),
+            num_cpus=plan.threads,
+            num_gpus=plan.gpus or None,
+        )
+        outcomes = _collect(config, outcomes_ds.iter_rows(), len(tasks))
+        seconds = time.perf_counter() - t0
+    nodes = sorted({str(r["node"]) for r in outcomes if r["node"]})
+    where = ", ".join(n[:12] for n in nodes) or "none (every video was scored before)"
+    _log(config, f"asked for {plan.describe()}; ran on {len(nodes)} node(s): {where}")
+    return outcomes, seconds
+
+
+ACTORS_START_S = 600
+"""How long the job waits for all its actors to start (each fetches and loads the model)
+before any video is handed out, so that the videos spread over every actor and node; a pool
+that cannot start in that time fails with Ray Data's timeout instead of waiting forever."""
+
+
+@contextlib.contextmanager
+def _all_actors_first() -> Iterator[None]:
+    """Ray Data waits for the whole actor pool (``ACTORS_START_S``) while the block runs."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved = context.wait_for_min_actors_s
+    context.wait_for_min_actors_s = ACTORS_START_S
+    try:
+        yield
+    finally:
+        context.wait_for_min_actors_s = saved
+
+
+def _scorer_kwargs(
+    config: ScoreConfig, ref: ModelRef, tracking_uri: str, dataset: str, plan: ActorPlan
+) -> dict[str, Any]:
+    """What each :class:`VideoScorer` is built from: what travels (the model's ref and the
+    tracking URI, never a path on the driver's disk) and the plan."""
+    return {
+        "model": ref,
+        "tracking_uri": tracking_uri,
+        "dataset": dataset,
+        "reset_per_video": config.memory != "paper",
+        "granularity": config.granularity,
+        "batch_size": config.batch_size,
+        "threads": plan.threads,
+        "device": "cuda" if plan.gpus else "cpu",
+        "precision": config.precision,
+    }
+
+
+def _collect(config: ScoreConfig, rows: Iterator[dict[str, Any]], total: int) -> list[dict]:
     outcomes: list[dict[str, Any]] = []
-    for row in outcomes_ds.iter_rows():
+    for row in rows:
         outcomes.append(row)
         if row["status"] in (FAILED, TOO_SHORT):
             print(f"mnad score: {row['error']}", file=sys.stderr, flush=True)
         else:
-            done = f"[{len(outcomes)}/{len(tasks)}] {row['video_id']}: {row['status']}"
+            done = f"[{len(outcomes)}/{total}] {row['video_id']}: {row['status']}"
             _log(config, f"{done} ({row['frames']} frames)")
-    return outcomes, time.perf_counter() - t0
+    return outcomes
 
 
 # --- the scores ------------------------------------------------------------------------------
@@ -301,4 +415,11 @@ def _local_file(uri: str, folder: str) -> str:
     return local
 
 
-__all__ = ["ActorPlan", "combine_parts", "frame_metrics", "plan_actors", "run_score"]
+__all__ = [
+    "ActorPlan",
+    "actor_need",
+    "combine_parts",
+    "frame_metrics",
+    "plan_actors",
+    "run_score",
+]

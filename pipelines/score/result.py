@@ -51,6 +51,7 @@ class ScoreResult(Result):
     seconds: float  # the scoring actors' time, this run
     run_id: str | None = None  # the MLflow run
     report: str | None = None  # the report's index.html under SCORES, if one was written
+    nodes: tuple[str, ...] = ()  # the Ray nodes the scoring actors ran on, this run
 
     @property
     def exit_status(self) -> int:

@@ -11,8 +11,8 @@ downloaded) to pin its version, since an alias moves and a version does not.
 Ray is joined when a stage first needs it (a job whose stages are all complete starts
 none): $RAY_ADDRESS (set for a driver that `ray job submit` started), else the cluster that
 `ray start` began on this machine, else a new local Ray (``--address`` chooses). On a
-running cluster, training first asks the autoscaler for its workers' resources and waits
-for them (``--wait-for-nodes``).
+running cluster, training and scoring first ask the autoscaler for the nodes their workers
+and actors need and wait for them (``--wait-for-nodes``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class RunSpecConfig:
     )
     wait_for_nodes: float = option(
         "on an existing cluster, seconds to wait for its autoscaler to add the nodes that "
-        "training needs (0: do not wait)",
+        "training and scoring need (0: do not wait)",
         default=900.0,
         execution=True,
     )
@@ -108,6 +108,8 @@ def run_job(
 ) -> JobResult:
     """Run the stages of ``spec`` in turn. ``ray_`` is joined when a stage first needs it
     (without one, each stage uses the Ray this process is connected to or starts its own)."""
+    for location in (spec.ingest.source, spec.output, spec.score_out):
+        storage.check_reachable(location)  # one line naming an unreachable store, first
     job = _Job(config, say, ray_)
     t0 = time.perf_counter()
     outcomes: list[StageOutcome] = []
@@ -158,17 +160,9 @@ class _Job:
     def __init__(self, config: RunSpecConfig, say: Say, ray_: RaySession | None) -> None:
         self.config, self.say, self.ray_ = config, say, ray_
 
-    def stage(
-        self,
-        name: str,
-        config: Any,
-        label: str = "",
-        what: str = "",
-        prepare: Callable[[Any], Any] | None = None,
-    ) -> StageOutcome:
+    def stage(self, name: str, config: Any, label: str = "", what: str = "") -> StageOutcome:
         """Run the stage ``name`` on ``config`` unless its outputs are complete; ``label``
-        and ``what`` name it and its work in the progress lines; ``prepare(config)`` gives
-        the config to run with, only when the stage runs."""
+        and ``what`` name it and its work in the progress lines."""
         ops, label = _STAGES[name], label or name
         t0 = time.perf_counter()
         completion = ops.completion(config)
@@ -182,11 +176,13 @@ class _Job:
         self.say(f"{label}: {'resuming' if resume else 'running'} {what} ({step.reason})")
         if ops.needs_ray and self.ray_ is not None:
             self.ray_.ensure()
-        if name == "train":
+        if name in ("train", "score"):  # they ask a cluster that can grow for their nodes
             grows = self.ray_ is not None and self.ray_.can_grow
             wait = self.config.wait_for_nodes if grows else 0.0
-            config = dataclasses.replace(config, resume=resume, wait_for_nodes=wait)
-        result = ops.run(config if prepare is None else prepare(config))
+            config = dataclasses.replace(config, wait_for_nodes=wait)
+        if name == "train":
+            config = dataclasses.replace(config, resume=resume)
+        result = ops.run(config)
         status = "resumed" if resume else "ran"
         return StageOutcome(name, status, time.perf_counter() - t0, result)
 
@@ -197,28 +193,21 @@ class _Job:
         return dataclasses.replace(spec.train, name=name, probe=self.config.probe)
 
     def scores(self, spec: JobSpec, model: str) -> list[StageOutcome]:
-        """One scoring stage per memory mode, on the model's pinned version, fetched once
-        (when the first stage that is not complete runs)."""
-        from pipelines.tracking import fetch_model, find_model
+        """One scoring stage per memory mode, on the model's pinned version (found, not
+        downloaded: each scoring actor fetches the model itself)."""
+        from pipelines.tracking import find_model
 
         ref = find_model(model, spec.tracking_uri)
         if ref.name and ref.version:
             key = f"{ref.name}-v{ref.version}"
         else:
             key = f"model-{stage.fingerprint({'model': model})}"
-        fetched: list[str] = []
-
-        def with_model(config: score.ScoreConfig) -> score.ScoreConfig:
-            if not fetched:
-                fetched.append(fetch_model(ref, spec.tracking_uri))
-            return dataclasses.replace(config, checkpoint_dir=fetched[0])
-
         outcomes = []
         for base in spec.score:
             out = storage.join(spec.score_out, key, base.memory)
             config = dataclasses.replace(base, model=ref.pinned, out=out)
             label, what = f"score ({config.memory})", f"{ref.pinned} on {config.data} -> {out}"
-            outcomes.append(self.stage("score", config, label, what, prepare=with_model))
+            outcomes.append(self.stage("score", config, label, what))
         return outcomes
 
 

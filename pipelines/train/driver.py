@@ -29,7 +29,7 @@ from mnad.losses import LOSS_NAMES
 from pipelines import options, storage
 from pipelines.data import DataSummary, validate_data
 from pipelines.errors import UserError
-from pipelines.ray_cluster import Need, cluster_resources, nodes_for, ray_session
+from pipelines.ray_cluster import Need, bundle_cpus, node_resources, nodes_for, ray_session
 from pipelines.stage import write_marker
 from pipelines.train.config import TrainConfig
 from pipelines.train.data import TrainingClips, training_clips
@@ -72,6 +72,8 @@ def run_train(config: TrainConfig) -> TrainResult:
         wait = job.config.wait_for_nodes if session.can_grow else 0.0
         with nodes_for(need, wait, say):
             _check_placement(job.config, need)
+            say(f"asked for {need.describe()} (workers x each one's resources) on a cluster "
+                f"of {len(node_resources())} node(s)")  # fmt: skip
             result = _train(job)
     marker = {"result": result.to_json(), "identity": job.identity}
     write_marker(storage.join(job.runs, job.name), marker)
@@ -306,11 +308,14 @@ def _check_frames(model: ModelConfig, shape: Any, data: str) -> None:
 
 
 def _resolve_cpus(config: TrainConfig) -> TrainConfig:
-    """``cpus_per_worker`` 0: the cluster's CPUs split evenly over the workers (at least 1)."""
+    """``cpus_per_worker`` 0: the cluster's CPUs split evenly over the workers (at least 1),
+    but no more than lets every worker fit on one node (a worker never spans nodes)."""
     if config.cpus_per_worker:
         return config
-    cpus = cluster_resources().get("CPU", 1.0)
-    return dataclasses.replace(config, cpus_per_worker=max(1, int(cpus // config.workers)))
+    nodes = node_resources()
+    most = sum(node.get("CPU", 0.0) for node in nodes) // config.workers
+    cpus = bundle_cpus(config.workers, nodes, most=most, gpus=config.gpus_per_worker)
+    return dataclasses.replace(config, cpus_per_worker=cpus)
 
 
 def _need(config: TrainConfig) -> Need:
@@ -319,11 +324,19 @@ def _need(config: TrainConfig) -> Need:
 
 
 def _check_placement(config: TrainConfig, need: Need) -> None:
-    """UserError if the cluster cannot place the workers (its total resources)."""
+    """UserError if the cluster cannot place the workers: its totals, then its nodes (each
+    worker's bundle on one node)."""
     for resource, (needed, has) in need.shortfall().items():
         raise UserError(
             f"{config.workers} workers x {need.bundle[resource]:g} {resource} need "
             f"{needed:g} {resource}; the Ray cluster has {has:g}: pass fewer --workers"
+        )
+    nodes = node_resources()
+    if not need.fits(nodes):
+        raise UserError(
+            f"{need.describe()} for the training workers: the Ray cluster's nodes hold "
+            f"{need.placeable(nodes)} of them at once (a worker never spans nodes): pass "
+            "fewer --workers or a smaller --cpus-per-worker"
         )
 
 

@@ -15,8 +15,9 @@ from mnad.checkpoint import save_checkpoint
 from mnad.config import ModelConfig, OptimConfig, Preset
 from mnad.network import build_model
 from pipelines.errors import UserError
+from pipelines.ray_cluster import Need, admit
 from pipelines.score import ScoreConfig, ScoreResult, completion, read_result
-from pipelines.score.driver import plan_actors
+from pipelines.score.driver import actor_need, plan_actors
 from pipelines.score.report import FrameRenderer
 from tests.conftest import write_tiny_data
 
@@ -69,20 +70,85 @@ def test_completion_names_the_model_mode_and_split(tmp_path):
     assert completion(config).partial  # a summary this version cannot read: parts go on
 
 
+def _config(**kw) -> ScoreConfig:
+    return ScoreConfig(data="d", model="m", out="o", **kw)
+
+
+def _plan(config: ScoreConfig, videos: int, nodes: list[dict[str, float]]) -> tuple:
+    plan = plan_actors(config, videos, nodes)
+    return plan.actors, plan.threads, plan.gpus
+
+
 def test_actor_plan_follows_the_cluster_size():
-    cpus = {"CPU": 4.0}
-    config = ScoreConfig(data="d", model="m", out="o")
-    assert plan_actors(config, 10, cpus) == plan_actors(config, 10, {"CPU": 4.0, "GPU": 1.0})
-    assert (plan_actors(config, 10, cpus).actors, plan_actors(config, 10, cpus).threads) == (4, 1)
-    assert plan_actors(config, 2, cpus).threads == 2  # no more actors than videos
-    paper = ScoreConfig(data="d", model="m", out="o", memory="paper", actors=3)
-    assert (plan_actors(paper, 10, cpus).actors, plan_actors(paper, 10, cpus).threads) == (1, 4)
-    gpu = ScoreConfig(data="d", model="m", out="o", gpus_per_actor=0.5)
-    plan = plan_actors(gpu, 10, {"CPU": 8.0, "GPU": 2.0})
-    assert (plan.actors, plan.threads, plan.gpus) == (4, 2, 0.5)
+    one = [{"CPU": 4.0}]
+    assert _plan(_config(), 10, one) == _plan(_config(), 10, [{"CPU": 4.0, "GPU": 1.0}])
+    assert _plan(_config(), 10, one) == (4, 1, 0.0)
+    assert _plan(_config(), 2, one) == (2, 2, 0.0)  # no more actors than videos
+    assert _plan(_config(memory="paper", actors=3), 10, one) == (1, 4, 0.0)
+    assert _plan(_config(gpus_per_actor=0.5), 10, [{"CPU": 8.0, "GPU": 2.0}]) == (4, 2, 0.5)
     with pytest.raises(UserError, match=r"^--gpus-per-actor 3: the Ray cluster has 2 GPUs"):
-        plan_actors(ScoreConfig(data="d", model="m", out="o", gpus_per_actor=3), 10,
-                    {"CPU": 8.0, "GPU": 2.0})  # fmt: skip
+        plan_actors(_config(gpus_per_actor=3), 10, [{"CPU": 8.0, "GPU": 2.0}])
+
+
+TWO_NODES = [{"CPU": 0.0}, {"CPU": 8.0}, {"CPU": 8.0}]  # a head with no CPUs for work
+
+
+def test_an_actor_fits_the_largest_node_not_the_cluster():
+    # Paper mode on two 8-CPU nodes: one actor of 8 CPUs, not 16 (which no node has).
+    assert _plan(_config(memory="paper"), 10, TWO_NODES) == (1, 8, 0.0)
+    # Per-video, 3 videos on 2 nodes: 16 // 3 = 5 CPUs each would place only 2 actors.
+    actors, threads, _ = _plan(_config(), 3, TWO_NODES)
+    assert (actors, threads) == (3, 4)
+    assert Need.of(actors, threads).fits(TWO_NODES)
+    assert not Need.of(3, 5).fits(TWO_NODES) and not Need.of(1, 16).fits(TWO_NODES)
+    assert _plan(_config(), 100, TWO_NODES) == (16, 1, 0.0)  # one per CPU of the workers
+    # GPU actors: each on one node with its GPUs, the CPUs of that node shared out.
+    gpu_nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+    assert _plan(_config(gpus_per_actor=1), 10, gpu_nodes) == (2, 8, 1.0)
+    assert _plan(_config(gpus_per_actor=0.5), 10, gpu_nodes) == (4, 4, 0.5)
+    # More actors than the nodes hold at once: one line instead of a job that never starts.
+    with pytest.raises(UserError, match=r"^20 x \{CPU: 1\} for the scoring actors: .* hold 16"):
+        plan_actors(_config(actors=20), 100, TWO_NODES)
+    with pytest.raises(UserError, match=r"the Ray cluster has 2 GPUs \(at most 1 on one node\)"):
+        plan_actors(_config(gpus_per_actor=2), 10, gpu_nodes)
+
+
+def test_the_head_alone_with_no_cpus_asks_for_nodes_or_refuses():
+    head = [{"CPU": 0.0}]
+    need = actor_need(_config(), 5, head)
+    assert (need.count, need.bundle) == (1, {"CPU": 1.0})
+    assert admit(need, head, can_grow=True) == "grow"
+    assert admit(need, head, can_grow=False) == "refuse"
+    with pytest.raises(UserError, match="hold 0 of them at once"):
+        plan_actors(_config(), 5, head)
+
+
+def test_gpu_actors_on_a_cluster_without_gpu_nodes_grow_or_refuse():
+    cpus_only = [{"CPU": 0.0}, {"CPU": 8.0}]
+    need = actor_need(_config(gpus_per_actor=1), 10, cpus_only)
+    assert (need.count, need.bundle) == (1, {"CPU": 1.0, "GPU": 1.0})  # what the autoscaler
+    assert admit(need, cpus_only, can_grow=True) == "grow"  # is asked for
+    assert admit(need, cpus_only, can_grow=False) == "refuse"
+    grown = [*cpus_only, {"CPU": 4.0, "GPU": 1.0}]
+    assert admit(need, grown, can_grow=False) == "run" and admit(need, grown, True) == "run"
+    assert _plan(_config(gpus_per_actor=1), 10, grown) == (1, 4, 1.0)
+    with pytest.raises(UserError, match=r"^--gpus-per-actor 1: the Ray cluster has 0 GPUs"):
+        plan_actors(_config(gpus_per_actor=1), 10, cpus_only)
+    two = actor_need(_config(gpus_per_actor=1, actors=2), 10, cpus_only)
+    assert (two.count, two.bundle) == (2, {"CPU": 1.0, "GPU": 1.0})
+
+
+def test_wait_for_nodes_is_an_execution_option():
+    from pipelines import options
+    from pipelines.errors import OptionError
+
+    assert _config().wait_for_nodes == 0.0
+    assert _config(wait_for_nodes=30).wait_for_nodes == 30
+    with pytest.raises(OptionError, match="--wait-for-nodes must be >= 0") as err:
+        _config(wait_for_nodes=-1)
+    assert err.value.field == "wait_for_nodes"
+    assert "checkpoint_dir" not in {f for f in ScoreConfig.__dataclass_fields__}
+    assert "wait_for_nodes" in options.names(ScoreConfig, "execution")
 
 
 @pytest.mark.parametrize("model_config", [GREY, RGB], ids=["grey", "grey-data-rgb-model"])
