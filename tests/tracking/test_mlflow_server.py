@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from mnad.config import ModelConfig, OptimConfig, Preset
 from pipelines.score import ScoreConfig, run_score
 from pipelines.train import TrainConfig, run_train
 from tests.conftest import write_tiny_data
+from tests.share_nothing.cluster import answers, free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -33,25 +31,11 @@ TINY = Preset(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(URI, artifact folder) of an `mlflow server` on 127.0.0.1 with a sqlite backend."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = free_port()
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
         [
@@ -68,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     try:
         deadline = time.monotonic() + 90
         # An API call, not only /health: the first one waits for the store's tables.
-        while not _answers(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"):
+        while not answers(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", 30):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()}")
             time.sleep(0.5)
