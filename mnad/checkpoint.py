@@ -5,6 +5,7 @@ CKPT/
   config.json     the Preset (model + optimisation config) as JSON
   model.pt        the model's state_dict: weights, BN statistics, and the memory items
   training.pt     optional: optimizer and scheduler state_dicts, epoch, step
+  calibration.json  optional: the scale of the scores on normal footage (mnad.calibration)
 ```
 
 No pickled modules: a checkpoint loads with tensors and plain containers only, so loading one
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mnad.calibration import Calibration
 from mnad.config import Preset
 from mnad.errors import UserError
 from mnad.network import MNAD
@@ -31,6 +33,7 @@ from mnad.network import MNAD
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.pt"
 TRAINING_FILE = "training.pt"
+CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Checkpoint:
     epoch: int = 0
     step: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     def build_model(self, device: str | torch.device = "cpu") -> MNAD:
         """The model with these weights and this memory, in eval mode."""
@@ -116,6 +120,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if (path / TRAINING_FILE).is_file():
         training = _load_tensors(path / TRAINING_FILE)
     return Checkpoint(
+        calibration=load_calibration(path),
         preset=preset,
         model_state=model_state,
         optimizer_state=training.get("optimizer"),
@@ -124,6 +129,26 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         step=int(training.get("step", 0)),
         extra=dict(training.get("extra") or {}),
     )
+
+
+def load_calibration(path: str | os.PathLike[str]) -> Calibration | None:
+    """The checkpoint's calibration, or None when it has none."""
+    file = Path(path) / CALIBRATION_FILE
+    if not file.is_file():
+        return None
+    try:
+        return Calibration.from_json(file.read_text())
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{file}: cannot be read as a calibration: {err}") from None
+
+
+def write_calibration(path: str | os.PathLike[str], calibration: Calibration) -> Path:
+    """Add (or replace) the calibration of the checkpoint at ``path``, atomically."""
+    file = Path(path) / CALIBRATION_FILE
+    tmp = file.with_name(f".{file.name}.tmp")
+    tmp.write_text(calibration.to_json())
+    tmp.replace(file)
+    return file
 
 
 def load_model(

@@ -3,7 +3,8 @@
 The paper reports the frame-level AUC with all test frames of a dataset pooled after the
 per-video normalisation of Eq. (13) (``micro_auc`` here; the paper's code computes it with
 scikit-learn's ``roc_auc_score``). ``macro_auc``, the mean of per-video AUCs, and ``eer`` are
-reported beside it. numpy only: the package does not depend on scikit-learn.
+reported beside it. The curves and areas are scikit-learn's (``sklearn.metrics``); this module
+validates the inputs, pools and averages videos, and reads the EER off the ROC.
 
 Conventions: labels are 0 (normal) or 1 (anomalous), a higher score means more anomalous.
 Frames of unknown label (-1) are rejected with a ``ValueError``; the caller drops them first,
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
+from sklearn import metrics as skm
 
 UNKNOWN = -1
 """The label of a frame whose ground truth is not known; see ``known_frames``."""
@@ -72,8 +74,17 @@ def _validate(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return scores, labels.astype(np.int64)
 
 
+def _validate_both_classes(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_validate``, and check that both classes occur (an ROC needs both)."""
+    scores, labels = _validate(scores, labels)
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == labels.size:
+        raise ValueError(f"ROC needs both classes, got {n_pos} anomalous of {labels.size} frames")
+    return scores, labels
+
+
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The exact ROC curve, scikit-learn's ``roc_curve(..., drop_intermediate=False)``.
+    """The exact ROC curve: scikit-learn's ``roc_curve(..., drop_intermediate=False)``.
 
     Frames are ranked by decreasing score; frames of equal score form one ROC point, so ties
     give a diagonal step (half credit in the AUC). The first point is (0, 0) at threshold
@@ -86,23 +97,13 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     Returns:
         ``(fpr, tpr, thresholds)``, each (K + 1,) for K distinct scores; thresholds decrease.
     """
-    scores, labels = _validate(scores, labels)
-    n_pos = int(labels.sum())
-    if n_pos == 0 or n_pos == labels.size:
-        raise ValueError(f"ROC needs both classes, got {n_pos} anomalous of {labels.size} frames")
-    order = np.argsort(-scores, kind="stable")  # (N,)
-    ranked = scores[order]  # (N,)
-    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # (K,)
-    tps = np.cumsum(labels[order])[last_of_tie]  # (K,)
-    fps = last_of_tie + 1 - tps  # (K,)
-    fpr = np.r_[0.0, fps / fps[-1]]
-    tpr = np.r_[0.0, tps / tps[-1]]
-    thresholds = np.r_[np.inf, ranked[last_of_tie]]
+    scores, labels = _validate_both_classes(scores, labels)
+    fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
 def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Area under a curve by the trapezoid rule; ``fpr`` must be monotonic.
+    """Area under a curve by the trapezoid rule (scikit-learn's ``auc``); ``fpr`` monotonic.
 
     Args:
         fpr: (K,) x coordinates, non-decreasing or non-increasing.
@@ -118,12 +119,11 @@ def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
     dx = np.diff(x)  # (K - 1,)
     if (dx < 0).any() and (dx > 0).any():
         raise ValueError("fpr is not monotonic")
-    area = float(np.sum(dx * (y[1:] + y[:-1]) / 2))
-    return abs(area)
+    return float(skm.auc(x, y))
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of one set of frames (scikit-learn's ``roc_auc_score``).
+    """Area under the ROC curve of one set of frames: scikit-learn's ``roc_auc_score``.
 
     Args:
         scores: (N,) finite scores, higher = more anomalous.
@@ -133,8 +133,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
         AUC in [0, 1]: the probability that an anomalous frame outscores a normal one, ties
         counting one half.
     """
-    fpr, tpr, _ = roc_curve(scores, labels)
-    return auc(fpr, tpr)
+    scores, labels = _validate_both_classes(scores, labels)
+    return float(skm.roc_auc_score(labels, scores))
 
 
 def _paired(
@@ -214,9 +214,20 @@ def eer(scores: np.ndarray, labels: np.ndarray) -> float:
         EER in [0, 1].
     """
     fpr, tpr, _ = roc_curve(scores, labels)
-    gap = fpr - (1 - tpr)  # (K + 1,) non-decreasing, from -1 to 1
-    i = int(np.argmax(gap >= 0))  # first point at or past the crossing; i >= 1
-    if gap[i] == 0:
-        return float(fpr[i])
-    t = -gap[i - 1] / (gap[i] - gap[i - 1])
-    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+    # Each point of the exact ROC adds at least one frame, so FPR - FNR rises strictly from -1
+    # to 1: np.interp finds its zero linearly between the two points that bracket it.
+    gap = fpr - (1 - tpr)  # (K + 1,)
+    return float(np.interp(0.0, gap, fpr))
+
+
+__all__ = [
+    "UNKNOWN",
+    "MacroAuc",
+    "auc",
+    "eer",
+    "known_frames",
+    "macro_auc",
+    "micro_auc",
+    "roc_auc",
+    "roc_curve",
+]

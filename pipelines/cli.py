@@ -39,6 +39,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_train",
         "train the memory model with Ray Train; track it and register it in MLflow",
     ),
+    "calibrate": (
+        "pipelines.calibrate",
+        "CalibrateConfig",
+        "run_calibrate",
+        "fit a model's score scale on normal footage, for thresholds and events",
+    ),
     "score": (
         "pipelines.score",
         "ScoreConfig",

@@ -1,8 +1,9 @@
 """Reading a DATA folder (the ingest stage's output): its summary, manifest and shards.
 
 Train and score read DATA only through this module: :func:`validate_data` checks a folder
-before any work, :func:`list_shards` names the shards of a split, :func:`read_frames` reads a
-run of one video's frames and :func:`video_clips` streams a video's clips in frame order.
+before any work, :func:`list_shards` names the shards of a split, :func:`video_clock` gives
+each video's frame rate and start time, :func:`read_frames` reads a run of one video's frames
+and :func:`video_clips` streams a video's clips in frame order.
 The files themselves are declared in :mod:`pipelines.schema`.
 """
 
@@ -23,6 +24,7 @@ from pipelines.schema import (
     DATA_SUMMARY_FILE,
     INGESTED,
     MANIFEST_FILE,
+    MANIFEST_LATER_COLUMNS,
     MANIFEST_SCHEMA,
     SCHEMA,
     SPLITS,
@@ -74,14 +76,24 @@ def read_summary(data: str) -> DataSummary:
 
 
 def read_manifest(data: str) -> pa.Table | None:
-    """DATA/manifest.parquet as a table, or None if there is none yet."""
+    """DATA/manifest.parquet as a table of MANIFEST_SCHEMA, or None if there is none yet.
+
+    A manifest written before the columns of ``MANIFEST_LATER_COLUMNS`` existed reads with
+    nulls in them."""
     if not is_file(join(data, MANIFEST_FILE)):
         return None
     fs, root = resolve(data)
     path = join(root, MANIFEST_FILE)
     table = pq.read_table(path, filesystem=fs)
+    names = table.schema.names
+    for name in MANIFEST_LATER_COLUMNS:
+        if name not in table.schema.names:
+            field = MANIFEST_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(len(table), field.type))
+    if set(table.schema.names) == set(MANIFEST_SCHEMA.names):
+        table = table.select(MANIFEST_SCHEMA.names)
     if not table.schema.equals(MANIFEST_SCHEMA):
-        raise UserError(f"{path}: not an mnad manifest (schema {table.schema.names})")
+        raise UserError(f"{path}: not an mnad manifest (schema {names})")
     return table
 
 
@@ -97,6 +109,19 @@ def ingested_rows(data: str, split: str | None = None) -> list[dict]:
         if r["status"] in INGESTED and (split is None or r["split"] == split)
     ]
     return sorted(rows, key=lambda r: (r["split"], r["video_id"]))
+
+
+def video_clock(data: str, split: str = "test") -> dict[str, tuple[float | None, float]]:
+    """``video_id -> (fps, start_s)`` for the ingested videos of one split (ids are unique
+    within a split only): frame ``i`` of a video shows at ``start_s + i / fps`` seconds of
+    its source. fps is None where it is unknown (a frame folder ingested without --fps, a
+    manifest from before frame rates were recorded); an unknown start_s is 0.0."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: expected one of {SPLITS}")
+    return {
+        r["video_id"]: (r["fps"], r["start_s"] if r["start_s"] is not None else 0.0)
+        for r in ingested_rows(data, split)
+    }
 
 
 def list_shards(data: str, split: str) -> list[str]:

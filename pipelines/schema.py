@@ -58,11 +58,18 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("anomalous_frames", pa.int64(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
         pa.field("width", pa.int32(), nullable=False),
+        # The source's clock: frame i shows at start_s + i / fps seconds of the source.
+        # fps: the video file's own rate, a frame folder's --fps; null when unknown.
+        pa.field("fps", pa.float64()),
+        pa.field("start_s", pa.float64()),  # seconds; null when failed or unknown
         pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
         pa.field("error", pa.string()),  # one line naming the cause; null unless failed
         pa.field("shard", pa.string()),  # path relative to DATA; null unless ok or skipped
     ]
 )
+MANIFEST_LATER_COLUMNS = ("fps", "start_s")
+"""Manifest columns added after the first manifests were written: one without them reads
+with nulls there (:func:`pipelines.data.read_manifest`)."""
 
 #: Columns of a scoring job's scores: one row per scored frame.
 SCORES_SCHEMA = pa.schema(
@@ -76,8 +83,29 @@ SCORES_SCHEMA = pa.schema(
         pa.field("memory_updated", pa.bool_(), nullable=False),
         pa.field("score", pa.float64(), nullable=False),  # abnormality: higher = more anomalous
         pa.field("label", pa.int8(), nullable=False),  # 1 anomalous, 0 normal, -1 unknown
+        pa.field("score_per_video", pa.float64(), nullable=False),  # Eq. (13), per-video min-max
+        pa.field("score_calibrated", pa.float64()),  # on the calibration's scale; null: none
     ]
 )
+"""``score`` is what the job was asked for: ``score_calibrated`` or ``score_per_video``
+(``normalise``), smoothed over time when asked (``smooth``)."""
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("rank", pa.int32(), nullable=False),  # 1: the archive's highest peak
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("first_frame", pa.int32(), nullable=False),
+        pa.field("last_frame", pa.int32(), nullable=False),
+        pa.field("peak_frame", pa.int32(), nullable=False),
+        pa.field("peak_score", pa.float64(), nullable=False),
+        pa.field("frames", pa.int32(), nullable=False),  # frames over the threshold
+        pa.field("start_s", pa.float64()),  # in the source video's clock; null: no frame rate
+        pa.field("end_s", pa.float64()),  # the end of the last frame
+        pa.field("peak_s", pa.float64()),
+        pa.field("anomalous_frames", pa.int32(), nullable=False),  # labelled 1 in the event
+    ]
+)
+"""SCORES/events.parquet: runs of frames over the threshold, ranked archive-wide."""
 
 MANIFEST_FILE = "manifest.parquet"
 DATA_SUMMARY_FILE = "summary.json"

@@ -65,15 +65,24 @@ class Media:
 
         subprocess.run([self.ffmpeg, "-hide_banner", "-v", "error", "-y", *args], check=True)
 
-    def video(self, path: Path, frames: int, size: tuple[int, int] = (48, 64)) -> Path:
+    def video(
+        self,
+        path: Path,
+        frames: int,
+        size: tuple[int, int] = (48, 64),
+        rate: str = "25",
+        start_s: float = 0.0,
+    ) -> Path:
         """An MJPEG AVI (or any container its suffix names) of ``frames`` test-pattern frames
-        of size (H, W)."""
+        of size (H, W), at ``rate`` frames per second (``"30000/1001"``), its first frame at
+        ``start_s`` seconds."""
         path.parent.mkdir(parents=True, exist_ok=True)
         height, width = size
+        offset = ("-output_ts_offset", str(start_s)) if start_s else ()
         self._run(
-            "-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate=25",
+            "-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate={rate}",
             "-frames:v", str(frames), "-c:v", "mjpeg" if path.suffix == ".avi" else "libx264",
-            "-pix_fmt", "yuvj444p" if path.suffix == ".avi" else "yuv420p", str(path),
+            "-pix_fmt", "yuvj444p" if path.suffix == ".avi" else "yuv420p", *offset, str(path),
         )  # fmt: skip
         return path
 

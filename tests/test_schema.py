@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data import list_shards, validate_data
+from pipelines.data import list_shards, read_manifest, validate_data, video_clock
 from pipelines.errors import UserError
 from pipelines.schema import (
     MANIFEST_SCHEMA,
@@ -100,6 +100,7 @@ def _write_data(root: Path, shape: FrameShape, statuses: dict[str, str]) -> None
             "source": f"/src/{video_id}", "split": "test", "video_id": video_id,
             "content_hash": "sha256:0", "frames": 3 if ok else 0, "anomalous_frames": 1,
             "height": shape.height, "width": shape.width, "status": status,
+            "fps": 12.5 if ok else None, "start_s": 0.04 if ok else None,
             "error": None if ok else "x: broken",
             "shard": f"test/{video_id}.parquet" if ok else None,
         })  # fmt: skip
@@ -134,3 +135,24 @@ def test_validate_data_explains_what_is_wrong(tmp_path: Path) -> None:
     pq.write_table(pa.table({"x": [1]}), tmp_path / "d" / "manifest.parquet")
     with pytest.raises(UserError, match="not an mnad manifest"):
         list_shards(str(tmp_path / "d"), "test")
+
+
+def test_video_clock_names_each_ingested_videos_fps_and_start(tmp_path: Path) -> None:
+    _write_data(tmp_path, FrameShape(2, 3, 1), {"b10": "ok", "a": "failed", "b2": "ok"})
+    assert video_clock(str(tmp_path)) == {"b10": (12.5, 0.04), "b2": (12.5, 0.04)}
+    assert video_clock(str(tmp_path), "train") == {}
+    with pytest.raises(UserError, match="unknown split"):
+        video_clock(str(tmp_path), "val")
+
+
+def test_a_manifest_from_before_the_clock_columns_reads_with_nulls(tmp_path: Path) -> None:
+    _write_data(tmp_path, FrameShape(2, 3, 1), {"v": "ok", "w": "failed"})
+    old = pq.read_table(tmp_path / "manifest.parquet").drop_columns(["fps", "start_s"])
+    pq.write_table(old, tmp_path / "manifest.parquet")
+    manifest = read_manifest(str(tmp_path))
+    assert manifest.schema.equals(MANIFEST_SCHEMA)
+    assert manifest.drop_columns(["fps", "start_s"]).equals(old)
+    assert (
+        manifest.column("fps").to_pylist() == manifest.column("start_s").to_pylist() == [None] * 2
+    )
+    assert video_clock(str(tmp_path)) == {"v": (None, 0.0)}

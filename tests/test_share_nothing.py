@@ -173,6 +173,7 @@ def _check_first(first: dict, placed: dict[str, set[str]], worker_nodes: set[str
         assert s["report"] and s["report"].startswith("s3://")
     trainers = placed.get("RayTrainWorker", set())
     assert trainers == worker_nodes, placed  # the two training workers on different nodes
+    assert set(result["train"]["nodes"]) == worker_nodes  # as the result says too
     scorers = set().union(*(n for c, n in placed.items() if "VideoScorer" in c))
     assert scorers == worker_nodes, placed  # per-video scoring actors on both nodes
     assert set(scored["per-video"]["nodes"]) == worker_nodes  # as the result says too

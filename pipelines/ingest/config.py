@@ -7,6 +7,7 @@ that a re-run reuses earlier shards only when it is unchanged.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -38,6 +39,11 @@ class IngestConfig:
         "frame size H W to resize to inside ffmpeg (default: the source's)", default=None
     )
     channels: Literal[1, 3] = option("1: grey, 3: RGB, converted inside ffmpeg", default=1)
+    fps: float | None = option(
+        "frame rate of frame folders, which carry none (default: unknown); a video file's "
+        "own rate is always the one recorded",
+        default=None,
+    )
     dataset: str | None = option(
         "data set name (default: from the source folder, ucsd_ped2 -> ped2)", default=None
     )
@@ -109,6 +115,10 @@ class IngestConfig:
             raise OptionError(
                 "ffmpeg_threads", f"--ffmpeg-threads must be in 1..64, got {self.ffmpeg_threads}"
             )
+        if self.fps is not None:
+            if not (isinstance(self.fps, int | float) and math.isfinite(self.fps) and self.fps > 0):
+                raise OptionError("fps", f"--fps must be a number > 0, got {self.fps!r}")
+            self.fps = float(self.fps)
         if self.progress_every < 1:
             raise OptionError(
                 "progress_every", f"--progress-every must be >= 1, got {self.progress_every}"

@@ -11,7 +11,11 @@ frame's timestamp in ffmpeg's log is its index in the folder.
 
 Without ``--size`` the frame size is the source's, read from the output stream line that
 ffmpeg logs before it writes the first frame (there is no ffprobe beside the binary that
-``imageio-ffmpeg`` ships).
+``imageio-ffmpeg`` ships). The source's clock comes from the same log: the frame rate of the
+input's video stream (``25 fps, 25 tbr``: ``fps``, else ``tbr``) and its start time (the
+stream's ``start 1.4``, else the input's ``Duration: ..., start: 0.040000``), so that frame
+``i`` shows at ``start_s + i / fps`` seconds of the source. A frame folder has no clock of
+its own.
 
 Every failure is a :class:`DecodeError` whose text is one line: the file and the cause.
 """
@@ -35,6 +39,11 @@ import ffmpeg
 from pipelines.schema import FrameShape
 
 _OUTPUT_SIZE = re.compile(r"Video: rawvideo\b.*?, (\d+)x(\d+)\b")
+_INPUT_START = re.compile(r"^\s*Duration: .*?\bstart: (-?\d+(?:\.\d+)?)")
+_INPUT_VIDEO = re.compile(r"^\s*Stream #0:\d+\S*: Video: ")
+_RATE = re.compile(r"\b(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_STREAM_START = re.compile(r", start (-?\d+(?:\.\d+)?)")  # a stream's own, when not 0
+_ATTACHED_PICTURE = "(attached pic)"  # cover art: a still in a video stream, not the video
 _INCOMING = re.compile(r"incoming frame - w: (\d+) h: (\d+).*pts_time: ([-\d.]+)")
 _CONTEXT = re.compile(r"filter context - w: (\d+) h: (\d+)")
 _ERROR_CODE = re.compile(r"error code: -?\d+ \((.+)\)")
@@ -111,6 +120,27 @@ def concat_list(frames: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frame_rate(number: str, thousands: bool = False) -> float:
+    """A frame rate as ffmpeg's log prints it (``25``, ``29.97``, ``30`` with ``k``).
+
+    ffmpeg rounds a rate to two decimals; a printed rate that is an NTSC rate
+    ``n * 1000 / 1001`` so rounded (23.98, 29.97, 59.94) is taken as that rate, so that an
+    hour of 23.976 fps video does not drift by half a second.
+    """
+    rate = float(number) * (1000 if thousands else 1)
+    ntsc = round(rate * 1.001) * 1000 / 1001
+    if "." in number and not thousands and f"{ntsc:.2f}" == number:
+        return ntsc
+    return rate
+
+
+def stream_rate(line: str) -> float | None:
+    """The frame rate on a ``Stream #0:0: Video: ...`` line of ffmpeg's log: its ``fps``,
+    else its ``tbr``; None when it shows neither (or 0)."""
+    rates = {unit: frame_rate(n, k == "k") for n, k, unit in _RATE.findall(line)}
+    return rates.get("fps") or rates.get("tbr") or None
+
+
 def ffmpeg_cause(lines: list[str]) -> str:
     """The most telling line of ffmpeg's log, without its ``[component @ 0x..]`` prefix.
 
@@ -127,8 +157,8 @@ def ffmpeg_cause(lines: list[str]) -> str:
 
 
 class _LogReader(threading.Thread):
-    """Drains ffmpeg's stderr; finds the output frame size and the first frame whose size
-    differs from the first one's."""
+    """Drains ffmpeg's stderr; finds the input's frame rate and start time, the output frame
+    size and the first frame whose size differs from the first one's."""
 
     def __init__(self, stream) -> None:
         super().__init__(daemon=True)
@@ -141,8 +171,11 @@ class _LogReader(threading.Thread):
         self.size_change: tuple[int, int, int] | None = None
         self.first_size: tuple[int, int] | None = None
         self.misdetection: str | None = None  # ffmpeg's line, when it guessed the container
+        self.input_fps: float | None = None  # the input video stream's fps, else its tbr
+        self.input_start_s = 0.0  # the video stream's start time (else the input's), seconds
         self.ready = threading.Event()  # set once the output size is known or ffmpeg ended
-        self._in_output = False
+        self._section = ""  # "input" or "output": the stream description being read
+        self._input_video = False  # the input's video stream line was read
 
     def run(self) -> None:
         for raw in self._stream:
@@ -156,9 +189,15 @@ class _LogReader(threading.Thread):
             self.misdetection = _LOG_PREFIX.sub("", line).strip()
         if len(self.first_lines) < _STDERR_LINES_KEPT:
             self.first_lines.append(line)
-        if line.startswith("Output #0"):
-            self._in_output = True
-        elif self._in_output and self.output_size is None:
+        if line.startswith("Input #0"):
+            self._section = "input"
+        elif line.startswith("Output #0"):
+            self._section = "output"
+        elif line.startswith("Stream mapping:"):
+            self._section = ""
+        elif self._section == "input":
+            self._parse_input(line)
+        elif self._section == "output" and self.output_size is None:
             match = _OUTPUT_SIZE.search(line)
             if match:
                 self.output_size = (int(match.group(2)), int(match.group(1)))
@@ -170,6 +209,19 @@ class _LogReader(threading.Thread):
             self.size_change = (index, int(incoming.group(2)), int(incoming.group(1)))
             self.first_size = (int(context.group(2)), int(context.group(1)))
 
+    def _parse_input(self, line: str) -> None:
+        start = _INPUT_START.search(line)
+        if start:
+            self.input_start_s = float(start.group(1))
+        elif _INPUT_VIDEO.search(line) and not self._input_video:
+            if _ATTACHED_PICTURE in line:
+                return
+            self._input_video = True
+            self.input_fps = stream_rate(line)
+            start = _STREAM_START.search(line)  # the video's start, where the input's differs
+            if start:
+                self.input_start_s = float(start.group(1))
+
     def cause(self) -> str:
         """What went wrong, from the first telling line of the log."""
         return ffmpeg_cause([*self.first_lines, *self.lines])
@@ -178,9 +230,9 @@ class _LogReader(threading.Thread):
 class FrameReader:
     """The frames of one video file or frame folder, decoded by a child ffmpeg process.
 
-    Use as a context manager; :attr:`shape` is the frame size, :meth:`chunks` yields the
-    pixels of consecutive frames, at most ``max_bytes`` at a time. The process is killed on
-    early exit.
+    Use as a context manager; :attr:`shape` is the frame size, :attr:`fps` and
+    :attr:`start_s` the source's clock, :meth:`chunks` yields the pixels of consecutive
+    frames, at most ``max_bytes`` at a time. The process is killed on early exit.
     """
 
     def __init__(self, path: str, frames: tuple[str, ...], settings: DecodeSettings) -> None:
@@ -263,6 +315,29 @@ class FrameReader:
                 height, width = self._log.output_size
             self._shape = FrameShape(height, width, self.settings.channels)
         return self._shape
+
+    @property
+    def fps(self) -> float | None:
+        """The video file's frame rate (its stream's ``fps``, else its ``tbr``); None for a
+        frame folder (the rate the concat demuxer reports is its own, not the frames') or
+        when ffmpeg knows none."""
+        if self.frames:
+            return None
+        return self._described().input_fps
+
+    @property
+    def start_s(self) -> float:
+        """The video file's start time in seconds (0.0 for a frame folder): frame ``i`` shows
+        at ``start_s + i / fps`` on the source's clock."""
+        if self.frames:
+            return 0.0
+        return self._described().input_start_s
+
+    def _described(self) -> _LogReader:
+        """The log, once ffmpeg has described its input (or ended)."""
+        assert self._log is not None, "FrameReader is not entered"
+        self._log.ready.wait()
+        return self._log
 
     def chunks(self, max_bytes: int) -> Iterator[bytes]:
         """Pixels of consecutive frames, ``k * shape.nbytes`` bytes at a time; checks at the

@@ -76,6 +76,7 @@ def _plan(config: IngestConfig) -> IngestPlan:
         decode=decode,
         row_group_bytes=int(config.row_group_mib * 2**20),
         compression=config.compression,
+        folder_fps=config.fps,
     )
 
 
@@ -165,10 +166,16 @@ def completion(config: IngestConfig) -> Completion:
     rows = _ingested(config.out)
     if rows is None:
         return Completion.missing("no manifest yet")
-    done = {(r["split"], r["video_id"], r["source"]) for r in rows}
+    done = {(r["split"], r["video_id"], r["source"]): r for r in rows}
     found = discover(config.source, config.layout, config.videos_split).videos
     missing = [v for v in found if (v.split, v.video_id, v.path) not in done]
     if missing:
         return Completion.missing(f"{len(missing)} of {len(found)} videos not ingested yet", True)
+    # --fps changes no shard, only frame folders' manifest rows: a re-run skips every video
+    restamp = [
+        v for v in found if v.frames and done[v.split, v.video_id, v.path]["fps"] != config.fps
+    ]
+    if restamp:
+        return Completion.missing(f"{len(restamp)} frame folder(s) ingested at another --fps", True)
     result = IngestResult.from_json({**summary, "data": config.out})
     return Completion.done(result, f"{config.out} holds every video of {config.source}")

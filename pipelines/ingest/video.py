@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -60,6 +60,18 @@ class IngestPlan:
     decode: DecodeSettings
     row_group_bytes: int
     compression: str = "zstd"
+    folder_fps: float | None = None  # the frame rate of frame folders (--fps); None: unknown
+
+
+class Written(NamedTuple):
+    """What :func:`write_shard` wrote, and the source's clock: frame ``i`` shows at
+    ``start_s + i / fps`` seconds."""
+
+    frames: int
+    anomalous: int  # frames labelled anomalous
+    shape: FrameShape
+    fps: float | None  # a video file's own rate, a frame folder's --fps; None: unknown
+    start_s: float
 
 
 def manifest_row(
@@ -70,6 +82,8 @@ def manifest_row(
     frames: int = 0,
     anomalous: int = 0,
     shape: FrameShape | None = None,
+    fps: float | None = None,
+    start_s: float | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
     """One row of MANIFEST_SCHEMA."""
@@ -82,6 +96,8 @@ def manifest_row(
         "anomalous_frames": anomalous,
         "height": shape.height if shape else 0,
         "width": shape.width if shape else 0,
+        "fps": fps,
+        "start_s": start_s,
         "status": status,
         "error": error,
         "shard": shard_relpath(video.split, video.video_id) if status in INGESTED else None,
@@ -143,8 +159,8 @@ def _labels_for(video: VideoSource, fs: pafs.FileSystem) -> FrameLabels:
 
 def write_shard(
     video: VideoSource, local: VideoSource, labels: FrameLabels, plan: IngestPlan
-) -> tuple[int, int, FrameShape]:
-    """Decode ``local`` and write its shard atomically; returns (frames, anomalous, shape)."""
+) -> Written:
+    """Decode ``local`` and write its shard atomically."""
     frames = anomalous = 0
     uri = storage.join(plan.out, shard_relpath(video.split, video.video_id))
     with FrameReader(local.path, local.frames, plan.decode) as reader:
@@ -171,7 +187,16 @@ def write_shard(
                 frames += n
                 anomalous += int((chunk_labels == LABEL_ANOMALOUS).sum())
             labels.check(frames)  # before the shard appears: labels that disagree fail it
-    return frames, anomalous, shape
+        fps = plan.folder_fps if local.frames else reader.fps
+        return Written(frames, anomalous, shape, fps, reader.start_s)
+
+
+def _kept_clock(video: VideoSource, previous: dict[str, Any], plan: IngestPlan) -> dict:
+    """The clock of a video skipped as unchanged: a frame folder's from this run's --fps, a
+    video file's as the earlier run recorded it (null where its manifest predates it)."""
+    if video.frames:
+        return {"fps": plan.folder_fps, "start_s": 0.0}
+    return {"fps": previous.get("fps"), "start_s": previous.get("start_s")}
 
 
 def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) -> dict[str, Any]:
@@ -183,15 +208,17 @@ def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) ->
             if previous is not None and previous["content_hash"] == content_hash:
                 shard = storage.join(plan.out, shard_relpath(video.split, video.video_id))
                 if storage.is_file(shard):
-                    return {**previous, "source": video.path, "status": STATUS_SKIPPED}
+                    clock = _kept_clock(video, previous, plan)
+                    return {**previous, **clock, "source": video.path, "status": STATUS_SKIPPED}
             labels = _labels_for(video, fs)
-            frames, anomalous, shape = write_shard(video, local, labels, plan)
+            written = write_shard(video, local, labels, plan)
     except (DecodeError, LabelError, OSError) as err:
         error = str(err) if isinstance(err, DecodeError) else f"{video.path}: {err}"
         return manifest_row(video, STATUS_FAILED, content_hash=content_hash, error=error)
     return manifest_row(
-        video, STATUS_OK, content_hash=content_hash, frames=frames, anomalous=anomalous,
-        shape=shape,
+        video, STATUS_OK, content_hash=content_hash, frames=written.frames,
+        anomalous=written.anomalous, shape=written.shape, fps=written.fps,
+        start_s=written.start_s,
     )  # fmt: skip
 
 

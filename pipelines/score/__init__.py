@@ -10,6 +10,8 @@ code runs:
   combined, the metrics, the report, the MLflow run;
 - :mod:`.actor` (Ray Data actors): :class:`VideoScorer`, which fetches the model itself,
   one video at a time, one part file each;
+- :mod:`.events` (driver): the score the job asked for, the archive's events, event-level
+  figures;
 - :mod:`.result` (driver): the SCORES folder, :class:`ScoreResult` and its summary.json,
   :func:`completion`, :func:`discard`;
 - :mod:`.report` (driver): the evaluation report (segments, plots, pictures, HTML page).
@@ -19,11 +21,14 @@ from pipelines.stage import exports
 
 _MODULES = {
     "actor": ("VideoOutcome", "VideoScorer", "VideoTask", "video_inputs"),
-    "config": ("MemoryMode", "ScoreConfig"),
-    "driver": ("combine_parts", "frame_metrics", "run_score"),
+    "config": ("NORMALISE", "MemoryMode", "Normalise", "ScoreConfig"),
+    "driver": (
+        "Scored", "combine_parts", "frame_metrics", "run_score", "score_tasks", "score_videos",
+    ),
+    "events": ("archive_events", "choose_scores", "event_metrics"),
     "result": (
-        "FRAMES_FILE", "PARTS_DIR", "REPORT_DIR", "SCORES_SUMMARY_FILE", "ScoreResult",
-        "completion", "discard", "read_result",
+        "EVENTS_FILE", "FRAMES_FILE", "PARTS_DIR", "REPORT_DIR", "SCORES_SUMMARY_FILE",
+        "ScoreResult", "completion", "discard", "read_result",
     ),
 }
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mnad.anomaly_score import fused_abnormality
-from mnad.checkpoint import load_model
+from mnad.checkpoint import load_checkpoint
 from mnad.clips import ClipInput, model_clips
 from mnad.config import ModelConfig
 from mnad.network import inference_copy
@@ -113,7 +113,9 @@ class VideoScorer:
 
         torch.set_num_threads(max(1, threads))
         with tempfile.TemporaryDirectory(prefix="mnad-model-") as tmp:
-            loaded, self.preset = load_model(fetch_model(model, tracking_uri, dst=tmp))
+            checkpoint = load_checkpoint(fetch_model(model, tracking_uri, dst=tmp))
+        loaded, self.preset = checkpoint.build_model(), checkpoint.preset
+        self.calibration = checkpoint.calibration
         # BatchNorm folded into the convs and channels_last weights: the same scores to float
         # rounding (tests/mnad/test_parity.py runs the paper's fixture through it), faster.
         self.model = inference_copy(loaded).to(device)
@@ -175,6 +177,8 @@ class VideoScorer:
         index = np.concatenate([c.frame_index for c in read])
         label = np.concatenate([c.label for c in read])
         psnr, dist = scored.psnr, scored.feature_distance
+        per_video = fused_abnormality(psnr, dist, self.preset.model.alpha)
+        calibrated = None if self.calibration is None else self.calibration.score(psnr, dist)
         n = len(index)
         table = pa.table(
             {
@@ -185,8 +189,13 @@ class VideoScorer:
                 "feature_distance": pa.array(dist),
                 "point_score": pa.array(scored.point_score),
                 "memory_updated": pa.array(scored.updated),
-                "score": pa.array(fused_abnormality(psnr, dist, self.preset.model.alpha)),
+                # What the job was asked for is set when the parts are combined.
+                "score": pa.array(per_video),
                 "label": pa.array(label.astype(np.int8)),
+                "score_per_video": pa.array(per_video),
+                "score_calibrated": (
+                    pa.nulls(n, pa.float64()) if calibrated is None else pa.array(calibrated)
+                ),
             },
             schema=SCORES_SCHEMA,
         )

@@ -12,10 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mnad.calibration import DEFAULT_FALSE_ALARM_RATE
 from pipelines.errors import OptionError
 from pipelines.options import option
 
 MemoryMode = Literal["paper", "per-video"]
+Normalise = Literal["auto", "calibrated", "per-video"]
+NORMALISE = ("auto", "calibrated", "per-video")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,27 @@ class ScoreConfig:
     granularity: Literal["frame", "batch"] = option(
         "test-time memory update after every frame (paper) or every batch", default="frame"
     )
+    normalise: Normalise = option(
+        "score on the model's calibration (calibrated: comparable across videos, streams) "
+        "or by each video's min and max (per-video: the paper's evaluation); auto: "
+        "calibrated when the model has a calibration. Both are written when it has one",
+        default="auto",
+    )
+    false_alarm_rate: float = option(
+        "share of normal frames over the events' threshold, chosen on the calibration footage",
+        default=DEFAULT_FALSE_ALARM_RATE,
+    )
+    smooth: int = option(
+        "frames the score is averaged over (a trailing mean: no later frame is read; 1: none)",
+        default=1,
+    )
+    merge_gap: float = option(
+        "seconds between two runs over the threshold that still make one event", default=1.0
+    )
     split: Literal["test", "train"] = option("split to score", default="test")
+    videos: tuple[str, ...] = option(
+        "score only these videos of the split (default: all)", default=()
+    )
     batch_size: int = option("clips per batched forward pass", default=32)
     actors: int = option(
         "scoring actors in per-video mode (0: one per CPU, or per GPU)",
@@ -75,6 +98,20 @@ class ScoreConfig:
                 "granularity",
                 f"--granularity must be 'frame' or 'batch', not {self.granularity!r}",
             )
+        if self.normalise not in NORMALISE:
+            raise OptionError(
+                "normalise",
+                f"--normalise must be one of {', '.join(NORMALISE)}, not {self.normalise!r}",
+            )
+        if not 0.0 <= self.false_alarm_rate < 1.0:
+            raise OptionError(
+                "false_alarm_rate",
+                f"--false-alarm-rate must be in [0, 1), not {self.false_alarm_rate}",
+            )
+        if self.smooth < 1:
+            raise OptionError("smooth", f"--smooth must be at least 1 frame, not {self.smooth}")
+        if not self.merge_gap >= 0:
+            raise OptionError("merge_gap", f"--merge-gap must be >= 0 s, not {self.merge_gap}")
         if self.batch_size < 1:
             raise OptionError(
                 "batch_size", f"--batch-size must be at least 1, not {self.batch_size}"
@@ -95,4 +132,4 @@ class ScoreConfig:
             )
 
 
-__all__ = ["MemoryMode", "ScoreConfig"]
+__all__ = ["NORMALISE", "MemoryMode", "Normalise", "ScoreConfig"]

@@ -47,7 +47,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines import options, storage
-from pipelines.data import list_shards, validate_data
+from pipelines.data import list_shards, validate_data, video_clock
 from pipelines.errors import UserError
 from pipelines.ray_cluster import (
     Need,
@@ -63,8 +63,19 @@ from pipelines.ray_cluster import (
 from pipelines.schema import SCORES_SCHEMA, FrameShape
 from pipelines.score.actor import FAILED, TOO_SHORT, VideoScorer, VideoTask
 from pipelines.score.config import ScoreConfig
+from pipelines.score.events import (
+    CALIBRATED,
+    COLUMNS,
+    PER_VIDEO,
+    Clock,
+    archive_events,
+    choose_scores,
+    event_metrics,
+    videos,
+)
 from pipelines.score.report import FrameRenderer, write_score_report
 from pipelines.score.result import (
+    EVENTS_FILE,
     FRAMES_FILE,
     PARTS_DIR,
     REPORT_DIR,
@@ -75,6 +86,7 @@ from pipelines.score.result import (
 )
 
 if TYPE_CHECKING:
+    from mnad.calibration import Calibration
     from pipelines.tracking import ModelRef
 
 
@@ -86,22 +98,31 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
     tracking.check_tracking(uri)
     ref = tracking.find_model(config.model, uri)
-    tasks = _tasks(config.data, config.split, config.out)
+    tasks = score_tasks(config)
     assert summary.shape is not None  # validate_data guarantees one frame size
-    render = _driver_model(config, ref, uri, summary.shape, tasks)
-    storage.remove_temporaries(storage.join(config.out, PARTS_DIR))  # of a killed actor
-
-    with ray_session(config.quiet) as session:
-        outcomes, seconds = _score_videos(config, tasks, ref, uri, summary.dataset, session)
+    model = _driver_model(config, ref, uri, summary.shape, tasks)
+    normalise = _normalise(config, model.calibration)
+    scored = score_videos(config, tasks, ref, uri, summary.dataset)
+    outcomes, seconds = scored.outcomes, scored.seconds
     scored_now = sum(int(r["frames"]) for r in outcomes)
-    frames = combine_parts(config.out, [t for t in tasks if storage.is_file(t.part)])
-    metrics = frame_metrics(frames)
+    frames = choose_scores(scored.frames, normalise, config.smooth)
+    storage.write_parquet(frames, storage.join(config.out, FRAMES_FILE))
+    metrics = score_metrics(frames, normalise, model.calibration is not None, config.smooth)
     metrics[THROUGHPUT] = scored_now / seconds if scored_now else 0.0
+    found = None
+    if model.calibration is not None:
+        found = _events(
+            config, frames, normalise, model.calibration, video_clock(config.data, config.split)
+        )
+        storage.write_parquet(found.table, storage.join(config.out, EVENTS_FILE))
+        metrics.update(found.metrics)
     report_dir = None
-    if render is not None:
+    if model.render is not None:
         title = f"{summary.dataset} {config.split}: memory {config.memory}"
         dest = storage.join(config.out, REPORT_DIR)
-        report_dir = write_score_report(frames, dest, title=title, metrics=metrics, render=render)
+        report_dir = write_score_report(
+            frames, dest, title=title, metrics=metrics, render=model.render
+        )
     result = ScoreResult(
         out=config.out,
         model=config.model,
@@ -118,6 +139,13 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         seconds=round(seconds, 3),
         report=storage.join(config.out, REPORT_INDEX) if report_dir else None,
         nodes=tuple(sorted({str(r["node"]) for r in outcomes if r["node"]})),
+        normalise=normalise,
+        normalisations=(normalise, *([PER_VIDEO] if normalise == CALIBRATED else [])),
+        false_alarm_rate=config.false_alarm_rate,
+        smooth=config.smooth,
+        merge_gap=config.merge_gap,
+        threshold=None if found is None else found.threshold,
+        events=None if found is None else storage.join(config.out, EVENTS_FILE),
     )
     result = _track(config, uri, ref, result, report_dir)
     result.write()  # last: summary.json says the scores are complete
@@ -126,21 +154,48 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     return result
 
 
+@dataclass(frozen=True)
+class _DriverModel:
+    calibration: Calibration | None
+    render: FrameRenderer | None  # the report's pictures; None without a report
+
+
 def _driver_model(
     config: ScoreConfig, ref: ModelRef, uri: str, shape: FrameShape, tasks: list[VideoTask]
-) -> FrameRenderer | None:
+) -> _DriverModel:
     """The driver's own copy of the model, for what the driver does with it: check that the
-    frames fit it, and render the report's pictures (the renderer, with ``report``). Fetched
-    into a temporary folder that is gone once the model is loaded; the actors fetch theirs."""
+    frames fit it, read its calibration, and render the report's pictures. Fetched into a
+    temporary folder that is gone once the model is loaded; the actors fetch theirs."""
     from mnad.checkpoint import load_checkpoint
     from pipelines import tracking
 
     with tempfile.TemporaryDirectory(prefix="mnad-score-model-") as tmp:
         checkpoint_dir = tracking.fetch_model(ref, uri, dst=tmp)
-        _check_model_fits(load_checkpoint(checkpoint_dir).preset, shape, config.data)
-        if not config.report:
-            return None
-        return FrameRenderer(checkpoint_dir, {t.video_id: t.shard for t in tasks})
+        checkpoint = load_checkpoint(checkpoint_dir)
+        _check_model_fits(checkpoint.preset, shape, config.data)
+        render = None
+        if config.report:
+            render = FrameRenderer(checkpoint_dir, {t.video_id: t.shard for t in tasks})
+        return _DriverModel(checkpoint.calibration, render)
+
+
+def _normalise(config: ScoreConfig, calibration: Calibration | None) -> str:
+    """The normalisation of ``score``: ``auto`` is calibrated when the model has a
+    calibration, else per-video (with a note)."""
+    if calibration is not None:
+        return PER_VIDEO if config.normalise == PER_VIDEO else CALIBRATED
+    if config.normalise == CALIBRATED:
+        raise UserError(
+            f"{config.model}: --normalise calibrated, but the model has no calibration: "
+            "run `mnad calibrate MODEL DATA` on normal footage first"
+        )
+    _log(
+        config,
+        "note: the model has no calibration, so scores are normalised per video (each video "
+        "reaches 1.0; videos cannot be compared) and no events are found; `mnad calibrate` "
+        "gives it one",
+    )
+    return PER_VIDEO
 
 
 def _log(config: ScoreConfig, message: str) -> None:
@@ -148,13 +203,42 @@ def _log(config: ScoreConfig, message: str) -> None:
         print(f"mnad score: {message}", flush=True)
 
 
-def _tasks(data: str, split: str, out: str) -> list[VideoTask]:
+def score_tasks(config: ScoreConfig) -> list[VideoTask]:
+    """The videos of the split to score (``--videos``: those only), each with its part."""
     tasks = []
-    for shard in list_shards(data, split):
+    for shard in list_shards(config.data, config.split):
         video_id = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
-        part = storage.join(out, PARTS_DIR, f"{video_id}.parquet")
+        part = storage.join(config.out, PARTS_DIR, f"{video_id}.parquet")
         tasks.append(VideoTask(video_id, shard, part))
+    if config.videos:
+        missing = sorted(set(config.videos) - {t.video_id for t in tasks})
+        if missing:
+            raise UserError(
+                f"{config.data}: no video {', '.join(missing)} in the {config.split} split"
+            )
+        tasks = [t for t in tasks if t.video_id in set(config.videos)]
     return tasks
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the actors did: one outcome per video, their time, and every part combined."""
+
+    outcomes: list[dict[str, Any]]
+    seconds: float
+    frames: pa.Table  # SCORES_SCHEMA, sorted by video and frame; ``score`` is per-video
+
+
+def score_videos(
+    config: ScoreConfig, tasks: list[VideoTask], ref: ModelRef, uri: str, dataset: str
+) -> Scored:
+    """Score ``tasks`` (the videos whose parts are not there yet) on the cluster and combine
+    every part."""
+    storage.remove_temporaries(storage.join(config.out, PARTS_DIR))  # of a killed actor
+    with ray_session(config.quiet) as session:
+        outcomes, seconds = _score_videos(config, tasks, ref, uri, dataset, session)
+    frames = combine_parts([t for t in tasks if storage.is_file(t.part)])
+    return Scored(outcomes, seconds, frames)
 
 
 def _check_model_fits(preset: Any, shape: FrameShape, data: str) -> None:
@@ -332,31 +416,28 @@ def _collect(config: ScoreConfig, rows: Iterator[dict[str, Any]], total: int) ->
 # --- the scores ------------------------------------------------------------------------------
 
 
-def combine_parts(out: str, tasks: list[VideoTask]) -> pa.Table:
-    """All part files into SCORES/frames.parquet, sorted by video and frame."""
+def combine_parts(tasks: list[VideoTask]) -> pa.Table:
+    """All part files in one table, sorted by video and frame."""
     tables = []
     for task in tasks:
         fs, path = storage.resolve(task.part)
         tables.append(pq.read_table(path, filesystem=fs).replace_schema_metadata(None))
     table = pa.concat_tables(tables) if tables else SCORES_SCHEMA.empty_table()
-    table = table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])
-    storage.write_parquet(table, storage.join(out, FRAMES_FILE))
-    return table
+    return table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])
 
 
-def frame_metrics(frames: pa.Table) -> dict[str, float]:
-    """Micro AUC (the paper's), macro AUC and EER over the labelled frames, when any."""
+def frame_metrics(frames: pa.Table, column: str = "score") -> dict[str, float]:
+    """Micro AUC (the paper's), macro AUC and EER of ``column`` over the labelled frames,
+    when any."""
     from mnad import metrics
 
-    by_video: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    vids = frames.column("video_id").to_numpy(zero_copy_only=False)
-    score = frames.column("score").to_numpy()
+    score = frames.column(column).to_numpy()
     label = frames.column("label").to_numpy()
-    for vid in np.unique(vids):
-        mask = vids == vid
-        s, lab = metrics.known_frames(score[mask], label[mask])
+    by_video: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for video in videos(frames):
+        s, lab = metrics.known_frames(score[video.rows], label[video.rows])
         if len(lab):
-            by_video[str(vid)] = (s, lab)
+            by_video[video.video_id] = (s, lab)
     pooled = np.concatenate([lab for _, lab in by_video.values()]) if by_video else np.zeros(0)
     if len(np.unique(pooled)) < 2:
         return {}
@@ -371,6 +452,65 @@ def frame_metrics(frames: pa.Table) -> dict[str, float]:
     if macro.n_videos:
         out["macro_auc"] = macro.value
     return out
+
+
+def score_metrics(
+    frames: pa.Table, normalise: str, calibrated: bool, window: int
+) -> dict[str, float]:
+    """The frame metrics of ``score`` (the job's normalisation and smoothing), and of each
+    normalisation written, raw and, with ``window`` > 1, smoothed: ``calibrated_micro_auc``,
+    ``per_video_smoothed_micro_auc``..."""
+    out = frame_metrics(frames)
+    for name in (CALIBRATED, PER_VIDEO) if calibrated else (PER_VIDEO,):
+        key = name.replace("-", "_")
+        out.update({f"{key}_{k}": v for k, v in frame_metrics(frames, COLUMNS[name]).items()})
+        if window > 1:
+            smoothed = frame_metrics(choose_scores(frames, name, window))
+            out.update({f"{key}_smoothed_{k}": v for k, v in smoothed.items()})
+    return out
+
+
+@dataclass(frozen=True)
+class _Events:
+    table: pa.Table
+    threshold: float
+    metrics: dict[str, float]
+
+
+def _events(
+    config: ScoreConfig, frames: pa.Table, normalise: str, calibration: Calibration, clock: Clock
+) -> _Events:
+    """The archive's events at the calibration's threshold for ``--false-alarm-rate``, and
+    what they measure: alarm rates, events per hour of footage, and against labels."""
+    rate, window = config.false_alarm_rate, config.smooth
+    threshold = calibration.threshold(rate, window)
+    scored = frames if normalise == CALIBRATED else choose_scores(frames, CALIBRATED, window)
+    table = archive_events(scored, threshold, config.merge_gap, clock)
+    over = int(pc.sum(pc.greater(scored.column("score"), threshold)).as_py() or 0)
+    metrics = {
+        "threshold": threshold,
+        "events": float(table.num_rows),
+        "alarm_rate": over / max(1, scored.num_rows),
+        "calibration_alarm_rate": calibration.alarm_rate(threshold, window),
+    }
+    held_out = calibration.held_out_alarm_rate(rate, window)
+    if held_out is not None:
+        metrics["calibration_held_out_alarm_rate"] = held_out
+    hours = _hours(scored, clock)
+    if hours:
+        metrics["events_per_hour"] = table.num_rows / hours
+    metrics.update(event_metrics(scored, table))
+    return _Events(table, threshold, metrics)
+
+
+def _hours(frames: pa.Table, clock: Clock) -> float:
+    """Hours of scored footage in the videos whose frame rate is known."""
+    seconds = 0.0
+    for video in videos(frames):
+        fps = clock.get(video.video_id, (None, 0.0))[0]
+        if fps:
+            seconds += (video.rows.stop - video.rows.start) / fps
+    return seconds / 3600
 
 
 # --- MLflow ----------------------------------------------------------------------------------
@@ -417,9 +557,11 @@ def _local_file(uri: str, folder: str) -> str:
 
 __all__ = [
     "ActorPlan",
+    "Scored",
     "actor_need",
     "combine_parts",
     "frame_metrics",
     "plan_actors",
     "run_score",
+    "score_videos",
 ]

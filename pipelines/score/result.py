@@ -5,6 +5,7 @@ config's scores are there (:func:`completion`) (driver).
 
     SCORES/parts/<video_id>.parquet   one per scored video, written by the actors (resume)
     SCORES/frames.parquet             every part combined, sorted by video and frame
+    SCORES/events.parquet             runs over the threshold, ranked (calibrated models)
     SCORES/report/index.html          the report (and its plots and pictures)
     SCORES/summary.json               the result; written last, so its presence means done
 
@@ -24,6 +25,7 @@ from pipelines.stage import Completion, Result
 
 PARTS_DIR = "parts"
 FRAMES_FILE = "frames.parquet"
+EVENTS_FILE = "events.parquet"
 SCORES_SUMMARY_FILE = "summary.json"
 REPORT_DIR = "report"
 REPORT_INDEX = f"{REPORT_DIR}/index.html"
@@ -52,6 +54,13 @@ class ScoreResult(Result):
     run_id: str | None = None  # the MLflow run
     report: str | None = None  # the report's index.html under SCORES, if one was written
     nodes: tuple[str, ...] = ()  # the Ray nodes the scoring actors ran on, this run
+    normalise: str = "per-video"  # what ``score`` is: calibrated | per-video
+    normalisations: tuple[str, ...] = ()  # every normalisation written (metrics of each)
+    false_alarm_rate: float = 0.0  # the target the threshold was chosen for
+    smooth: int = 1  # frames of the trailing mean over ``score``
+    merge_gap: float = 0.0  # seconds joining two runs into one event
+    threshold: float | None = None  # on the calibrated scale; None: no calibration
+    events: str | None = None  # events.parquet under SCORES, if one was written
 
     @property
     def exit_status(self) -> int:
@@ -74,6 +83,7 @@ class ScoreResult(Result):
         doc = self.to_json()
         del doc["out"]
         doc["report"] = REPORT_INDEX if self.report else None
+        doc["events"] = EVENTS_FILE if self.events else None
         return {**doc, **doc["metrics"]}
 
     def write(self, uri: str | None = None) -> None:
@@ -88,8 +98,9 @@ def read_result(out: str) -> ScoreResult | None:
     if doc is None:
         return None
     report = storage.join(out, doc["report"]) if doc.get("report") else None
+    events = storage.join(out, doc["events"]) if doc.get("events") else None
     try:
-        return ScoreResult.from_json({**doc, "out": out, "report": report})
+        return ScoreResult.from_json({**doc, "out": out, "report": report, "events": events})
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -100,15 +111,20 @@ def completion(config: ScoreConfig) -> Completion:
     interrupted job, continued video by video)."""
     result = read_result(config.out)
     if result is not None:
-        if (result.model, result.memory, result.split) == (
-            config.model,
-            config.memory,
-            config.split,
-        ):
+        same = (result.model, result.memory, result.split)
+        if same != (config.model, config.memory, config.split):
+            return Completion.missing(
+                f"{config.out} holds the scores of {result.model} ({result.memory}, "
+                f"{result.split}), not of {config.model} ({config.memory}, {config.split})"
+            )
+        asked = (config.false_alarm_rate, config.smooth, config.merge_gap)
+        normalise_same = config.normalise in ("auto", result.normalise)
+        if normalise_same and asked == (result.false_alarm_rate, result.smooth, result.merge_gap):
             return Completion.done(result, f"{config.out} holds the scores of {config.model}")
         return Completion.missing(
-            f"{config.out} holds the scores of {result.model} ({result.memory}, "
-            f"{result.split}), not of {config.model} ({config.memory}, {config.split})"
+            f"{config.out} holds the scores of {config.model} with another normalisation, "
+            "threshold or smoothing; its videos' scores are reused",
+            partial=True,
         )
     parts = [
         p for p in storage.list_dir(storage.join(config.out, PARTS_DIR))
@@ -127,6 +143,7 @@ def discard(config: ScoreConfig) -> None:
 
 
 __all__ = [
+    "EVENTS_FILE",
     "FRAMES_FILE",
     "PARTS_DIR",
     "REPORT_DIR",

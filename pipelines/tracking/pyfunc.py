@@ -23,7 +23,7 @@ import torch
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from mnad.checkpoint import CONFIG_FILE, MODEL_FILE, load_model
+from mnad.checkpoint import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, load_model
 from mnad.clips import split_clip
 from mnad.config import ModelConfig, Preset
 from mnad.streaming import StreamingScorer
@@ -124,7 +124,9 @@ def save_pyfunc(
     """
     weights = tmp / CHECKPOINT_ARTIFACT
     weights.mkdir()
-    for name in (CONFIG_FILE, MODEL_FILE):
+    for name in (CONFIG_FILE, MODEL_FILE, CALIBRATION_FILE):
+        if name == CALIBRATION_FILE and not (Path(checkpoint_dir) / name).is_file():
+            continue  # a model without a calibration
         shutil.copy2(Path(checkpoint_dir) / name, weights / name)
     code = tmp / "mnad_pyfunc.py"
     code.write_text(_MODEL_CODE)

@@ -48,8 +48,15 @@ class TrainConfig:
     seed: int | None = option(
         "seed of weights, memory, clip order, val videos (preset)", default=None
     )
-    val_fraction: float = option(
-        "fraction of the training videos held out for a validation loss", default=0.0
+    val_fraction: float | None = option(
+        "fraction of the training videos held out for a validation loss and the calibration "
+        "(default: 1/8 with at least 8 videos, else none)",
+        default=None,
+    )
+    calibrate: bool = option(
+        "after training, calibrate the model on the held-out videos (thresholds and events "
+        "in `mnad score`)",
+        default=True,
     )
     workers: int = _runtime("Ray Train workers (DDP ranks)", default=2)
     cpus_per_worker: float = _runtime(
@@ -143,7 +150,7 @@ class TrainConfig:
         for name in ("cpus_per_worker", "gpus_per_worker"):
             if not getattr(self, name) >= 0:
                 raise OptionError(name, "--cpus-per-worker and --gpus-per-worker must be >= 0")
-        if not 0.0 <= self.val_fraction < 1.0:
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
             raise OptionError(
                 "val_fraction", f"--val-fraction must lie in [0, 1), not {self.val_fraction}"
             )

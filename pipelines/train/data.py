@@ -60,12 +60,21 @@ def list_videos(data: str, split: str) -> list[VideoShard]:
     ]
 
 
+AUTO_VAL_FRACTION = 0.125
+"""The share of training videos held out when ``val_fraction`` is None..."""
+AUTO_VAL_MIN_VIDEOS = 8
+"""... when there are at least this many (one of 8, two of 16 as in Ped2)."""
+
+
 def split_videos(
-    videos: Sequence[VideoShard], val_fraction: float, seed: int
+    videos: Sequence[VideoShard], val_fraction: float | None, seed: int
 ) -> tuple[list[VideoShard], list[VideoShard]]:
-    """Hold out whole videos for validation: ``round(fraction * n)`` of them (at least one
-    when the fraction is positive, never all), chosen by ``seed``. Both lists keep the
-    input order."""
+    """Hold out whole videos for validation and calibration: ``round(fraction * n)`` of
+    them (at least one when the fraction is positive, never all), chosen by ``seed``. None:
+    ``AUTO_VAL_FRACTION`` with at least ``AUTO_VAL_MIN_VIDEOS`` videos, else none. Both
+    lists keep the input order."""
+    if val_fraction is None:
+        val_fraction = AUTO_VAL_FRACTION if len(videos) >= AUTO_VAL_MIN_VIDEOS else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"val_fraction must lie in [0, 1), not {val_fraction!r}")
     if val_fraction == 0.0:
@@ -197,7 +206,7 @@ def training_clips(
     shape: FrameShape,
     *,
     seed: int,
-    val_fraction: float = 0.0,
+    val_fraction: float | None = 0.0,
     chunk_clips: int | None = None,
     read_cpus: float = 0.0,
 ) -> TrainingClips:

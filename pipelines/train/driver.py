@@ -18,12 +18,14 @@ given ``wait_for_nodes`` seconds to add the workers' nodes before the placement 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mnad.calibration import DEFAULT_FALSE_ALARM_RATE
 from mnad.config import ModelConfig, Preset
 from mnad.losses import LOSS_NAMES
 from pipelines import options, storage
@@ -75,6 +77,8 @@ def run_train(config: TrainConfig) -> TrainResult:
             say(f"asked for {need.describe()} (workers x each one's resources) on a cluster "
                 f"of {len(node_resources())} node(s)")  # fmt: skip
             result = _train(job)
+            where = ", ".join(n[:12] for n in result.nodes)
+            say(f"asked for {need.describe()}; ran on {len(result.nodes)} node(s): {where}")
     marker = {"result": result.to_json(), "identity": job.identity}
     write_marker(storage.join(job.runs, job.name), marker)
     say(
@@ -131,8 +135,8 @@ def _train(job: _Job) -> TrainResult:
             write_record(job.runs, record)
         progress = _Progress(run, preset.optim.epochs, config.quiet)
         fitted = _fit(job, clips, progress)
-        history = list(fitted.return_value or progress.records)
-        info = _register(run, fitted.checkpoint, config, job.summary.dataset)
+        history = list(fitted.return_value or progress.history())
+        info = _register(job, run, fitted.checkpoint, clips)
     return TrainResult(
         run_id=run.run_id,
         experiment_id=run.experiment_id,
@@ -143,6 +147,7 @@ def _train(job: _Job) -> TrainResult:
         model_version=info.version,
         model_uri=info.uri,
         epochs=history,
+        nodes=tuple(sorted(progress.nodes)),
     )
 
 
@@ -161,19 +166,70 @@ def _aliases(config: TrainConfig) -> tuple[str, ...]:
     return ("latest",) + ((config.alias,) if config.alias else ())
 
 
-def _register(run: Any, checkpoint: Any, config: TrainConfig, dataset: str) -> Any:
-    """Log the final checkpoint to the run and register it as ``mnad-<dataset>``."""
+def _register(job: _Job, run: Any, checkpoint: Any, clips: TrainingClips) -> Any:
+    """Log the final checkpoint to the run, calibrate it on the held-out videos, and
+    register it (with its calibration) as ``mnad-<dataset>``."""
+    from mnad.checkpoint import CALIBRATION_FILE, write_calibration
     from pipelines.tracking import register_checkpoint
 
+    config = job.config
     with checkpoint.as_directory() as final:
         run.log_artifacts(final, "checkpoint")
-        return register_checkpoint(
+        calibration = _calibrate(job, run, clips)
+        if calibration is not None:
+            write_calibration(final, calibration)
+            run.log_artifact(os.path.join(final, CALIBRATION_FILE), "checkpoint")
+        info = register_checkpoint(
             run,
             final,
-            f"mnad-{dataset}",
+            f"mnad-{job.summary.dataset}",
             aliases=_aliases(config),
             step=config.resolved.optim.epochs,
         )
+    if calibration is not None:
+        from pipelines.calibrate.driver import figures_of, tag_calibration
+
+        tag_calibration(
+            job.tracking_uri,
+            info.name,
+            info.version,
+            figures_of(calibration, DEFAULT_FALSE_ALARM_RATE),
+        )
+    return info
+
+
+def _calibrate(job: _Job, run: Any, clips: TrainingClips) -> Any:
+    """The calibration of the logged checkpoint on the held-out videos (scored on the
+    cluster by actors that fetch ``runs:/<run>/checkpoint``); None without held-out videos
+    or with ``--no-calibrate``. Its figures become the run's metrics."""
+    from pipelines.calibrate.driver import calibrate_videos, figures_of
+
+    say = _printer(job.config.quiet)
+    if not job.config.calibrate:
+        return None
+    if not clips.val_videos:
+        say(
+            "no held-out videos, so the model has no calibration (its scores are normalised "
+            "per video): pass --val-fraction, or run `mnad calibrate` on normal footage"
+        )
+        return None
+    videos = [v.video_id for v in clips.val_videos]
+    say(f"calibrating on the {len(videos)} held-out video(s): {', '.join(videos)}")
+    calibration = calibrate_videos(
+        f"runs:/{run.run_id}/checkpoint", job.tracking_uri, job.config.data, videos,
+        out=storage.join(job.runs, job.name, "calibration"), alpha=job.config.resolved.model.alpha,
+        quiet=True,
+    )  # fmt: skip
+    figures = figures_of(calibration, DEFAULT_FALSE_ALARM_RATE)
+    metrics = {k: figures[k] for k in ("threshold", "alarm_rate", "held_out_alarm_rate")}
+    run.log_metrics({f"calibration_{k}": v for k, v in metrics.items() if v is not None}, step=0)
+    held = figures["held_out_alarm_rate"]
+    measured = "one video: no held-out rate" if held is None else f"held out {held:.4f}"
+    say(
+        f"calibrated: threshold {figures['threshold']:.3f} at a false-alarm rate of "
+        f"{DEFAULT_FALSE_ALARM_RATE:g} ({measured})"
+    )
+    return calibration
 
 
 # --- the fit ---------------------------------------------------------------------------------
@@ -227,14 +283,14 @@ def _fit(job: _Job, clips: TrainingClips, progress: _Progress) -> ray.train.Resu
         # fit() blocks; it runs in a thread so that this one logs each epoch as it ends.
         with ThreadPoolExecutor(1, thread_name_prefix="mnad-fit") as pool:
             future = pool.submit(trainer.fit)
-            for record in _drain(events, future.done):
-                progress.epoch(record)
+            for event in _drain(events, future.done):
+                progress.event(event)
             return future.result()
     finally:
         events.shutdown()
 
 
-def _drain(events: Any, finished: Callable[[], bool]) -> Iterator[dict[str, float]]:
+def _drain(events: Any, finished: Callable[[], bool]) -> Iterator[dict[str, Any]]:
     """Records from the queue until ``finished()`` and the queue is empty."""
     from ray.util.queue import Empty
 
@@ -248,25 +304,40 @@ def _drain(events: Any, finished: Callable[[], bool]) -> Iterator[dict[str, floa
 
 
 class _Progress:
-    """Per-epoch MLflow metrics and the one-line progress report."""
+    """What the workers send while they run: each rank's node, and per epoch the MLflow
+    metrics and the one-line progress report."""
 
     def __init__(self, run: Any, epochs: int, quiet: bool):
         self.run = run
         self.epochs = epochs
         self.quiet = quiet
-        self.records: list[dict[str, float]] = []
+        self.records: dict[int, dict[str, float]] = {}  # epoch -> its latest record
+        self.nodes: set[str] = set()
         self.last = time.monotonic()
 
+    def event(self, event: dict[str, Any]) -> None:
+        if "node" in event:
+            self.nodes.add(str(event["node"]))
+        else:
+            self.epoch(event)
+
     def epoch(self, record: dict[str, float]) -> None:
-        self.records.append(record)
+        k = int(record["epoch"])
+        again = k in self.records
+        self.records[k] = record
+        if again:
+            # The workers restarted from a checkpoint older than this epoch (a node died
+            # before Ray Train registered the newer one): MLflow keeps the first record.
+            if not self.quiet:
+                print(f"mnad train: epoch {k} ran again after a restart", flush=True)
+            return
         keys = (*LOSS_NAMES, "lr", "clips_per_s", "val_loss")
-        metrics = {k: record[k] for k in keys if k in record}
-        self.run.log_metrics(metrics, step=int(record["epoch"]))
+        metrics = {name: record[name] for name in keys if name in record}
+        self.run.log_metrics(metrics, step=k)
         now = time.monotonic()
         seconds, self.last = now - self.last, now
         if self.quiet:
             return
-        k = int(record["epoch"])
         val = f"  val {record['val_loss']:.4f}" if "val_loss" in record else ""
         print(
             f"mnad train: epoch {k}/{self.epochs}  loss {record['loss']:.4f} "
@@ -275,6 +346,9 @@ class _Progress:
             f"  {_duration(seconds * (self.epochs - k))} left",
             flush=True,
         )
+
+    def history(self) -> list[dict[str, float]]:
+        return [self.records[k] for k in sorted(self.records)]
 
 
 def _duration(seconds: float) -> str:

@@ -42,6 +42,7 @@ class TrainResult(Result):
     model_version: str
     model_uri: str  # models:/<name>/<version>
     epochs: list[dict[str, float]]  # per-epoch metrics, the whole run (resumed parts too)
+    nodes: tuple[str, ...] = ()  # the Ray nodes the training workers ran on, this run
 
 
 @dataclass(frozen=True)

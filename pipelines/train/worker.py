@@ -73,7 +73,7 @@ class WorkerPlan:
     threads: int
     use_gpu: bool
     has_val: bool = False
-    events: Any = None  # ray.util.queue.Queue: rank 0 puts one record per epoch
+    events: Any = None  # ray.util.queue.Queue: each rank's node at start, rank 0's epochs
     probe: StepProbe | None = None
 
 
@@ -316,6 +316,7 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, float]]:
     """The Ray Train worker loop (``train_loop_per_worker``); ``config["plan"]`` is a
     :class:`WorkerPlan`. Returns the per-epoch metrics of the whole run (rank 0's is the
     ``Result.return_value``)."""
+    import ray
     import ray.train
 
     plan: WorkerPlan = config["plan"]
@@ -326,6 +327,9 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, float]]:
             checkpoint = load_checkpoint(folder)
     worker = _Worker(plan, checkpoint)
     state = worker.state
+    if plan.events is not None:
+        node = ray.get_runtime_context().get_node_id()
+        plan.events.put({"rank": worker.rank, "node": node})
     if plan.probe is not None:
         plan.probe.on_start(worker.rank, state.epoch, state.step)
     for epoch in range(state.epoch, plan.preset.optim.epochs):
@@ -338,7 +342,9 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, float]]:
         state.history.append(record)
         worker.report(record, epoch_done=True)
         if worker.rank == 0 and plan.events is not None:
-            plan.events.put(record)  # after the checkpoint is stored: never an epoch twice
+            # After report(): a worker restarted from an earlier checkpoint (its node died
+            # before the controller registered this one) sends this epoch again.
+            plan.events.put(record)
     return state.history
 
 

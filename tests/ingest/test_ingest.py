@@ -1,5 +1,5 @@
-"""Ingest on a real local Ray: synthetic videos, every kind of bad input, re-runs, Ped2, and
-what completion says of the DATA folder a run left."""
+"""Ingest on a real local Ray: synthetic videos, every kind of bad input, re-runs, Ped2, the
+source's frame rate, and what completion says of the DATA folder a run left."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.data import list_shards, read_manifest, validate_data
+from pipelines.data import list_shards, read_manifest, validate_data, video_clock
 from pipelines.ingest import IngestConfig, IngestResult, completion, run_ingest
 from pipelines.ingest.labels import parse_ucsd_m
 from pipelines.schema import FrameShape, frames_to_numpy, shape_from_schema
@@ -155,6 +155,40 @@ def test_rerun_skips_unchanged_and_adds_new(ray_local, synth_tiny: Path, tmp_pat
 
     assert _ingest(src, out, size=(24, 24)).exit_status == 0  # other settings: nothing is reused
     assert {r["status"] for r in _manifest(out).values()} == {"ok"}
+
+
+@pytest.mark.ray
+def test_manifest_records_each_sources_clock(ray_local, media, tmp_path: Path) -> None:
+    """Video files keep their own frame rate; frame folders have the --fps given, or none;
+    a manifest from before the clock columns is read and its videos skipped."""
+    src, out = tmp_path / "st", tmp_path / "data"
+    media.video(src / "training/videos/a12.avi", 6, rate="12")
+    media.video(src / "training/videos/b_ntsc.mp4", 5, rate="30000/1001", start_s=2.5)
+    media.frames(src / "testing/frames/f", ["0.jpg", "1.jpg", "2.jpg"])
+    assert _ingest(src, out).exit_status == 0
+    assert video_clock(str(out), "train") == {
+        "a12": (12.0, 0.0), "b_ntsc": (pytest.approx(30000 / 1001, abs=1e-3), 2.5),
+    }  # fmt: skip
+    assert video_clock(str(out)) == {"f": (None, 0.0)}
+
+    config = IngestConfig(str(src), str(out), fps=10, quiet=True)
+    assert (completion(config).reason, completion(config).partial) == (
+        "1 frame folder(s) ingested at another --fps", True,
+    )  # fmt: skip
+    assert main(["ingest", str(src), "--out", str(out), "--fps", "10", "--quiet"]) == 0
+    assert {r["status"] for r in _manifest(out).values()} == {"skipped"}  # no shard changed
+    assert video_clock(str(out)) == {"f": (10.0, 0.0)}
+    assert video_clock(str(out), "train")["a12"] == (12.0, 0.0)
+    assert completion(config).complete
+
+    old = pq.read_table(out / "manifest.parquet").drop_columns(["fps", "start_s"])
+    pq.write_table(old, out / "manifest.parquet")  # as written before ingest kept the clock
+    assert _ingest(src, out, fps=10).skipped == 3
+    rows = _manifest(out)
+    assert {k: (r["status"], r["fps"], r["start_s"]) for k, r in rows.items()} == {
+        "train/a12": ("skipped", None, None), "train/b_ntsc": ("skipped", None, None),
+        "test/f": ("skipped", 10.0, 0.0),
+    }  # fmt: skip
 
 
 @pytest.mark.ray

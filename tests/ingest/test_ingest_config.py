@@ -18,6 +18,8 @@ from pipelines.options import names
         ({"layout": "tiles"}, "layout", "unknown layout 'tiles'"),
         ({"row_group_mib": 0}, "row_group_mib", "--row-group-mib"),
         ({"ffmpeg_threads": 0}, "ffmpeg_threads", "--ffmpeg-threads"),
+        ({"fps": 0}, "fps", "--fps must be a number > 0"),
+        ({"fps": float("nan")}, "fps", "--fps must be a number > 0"),
     ],
 )
 def test_config_is_validated(kwargs: dict, field: str, message: str) -> None:

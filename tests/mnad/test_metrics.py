@@ -1,4 +1,4 @@
-"""mnad.metrics against hand-worked examples and scikit-learn (a test-only dependency)."""
+"""mnad.metrics against hand-worked examples and, on random data, a brute-force count."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
 from mnad.metrics import (
     MacroAuc,
@@ -64,23 +63,65 @@ def test_auc_trapezoid_and_direction() -> None:
         auc(np.array([0.0, 1.0, 0.5]), np.array([0.0, 1.0, 1.0]))
 
 
+@pytest.mark.parametrize(
+    ("scores", "labels", "expected_auc", "expected_eer"),
+    [
+        # The crossing falls on an ROC point. Ranked: 0.8 (1), 0.4 (0), 0.35 (1), 0.1 (0).
+        # Pairs: 0.8 beats both normals, 0.35 beats 0.1 only: AUC = 3 / 4. At threshold 0.4,
+        # FPR = 1/2 (0.4 of 0.4, 0.1) and FNR = 1/2 (0.35 of 0.8, 0.35): EER = 1/2.
+        ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 3 / 4, 1 / 2),
+        # A vertical step. Ranked: 0.5 (0), 0.4 (1), 0.2 (0), 0.1 (0). The anomaly beats two
+        # of three normals: AUC = 2/3. At threshold 0.4 FNR drops from 1 to 0 while FPR stays
+        # 1/3, so FPR - FNR crosses 0 at FPR = 1/3.
+        ([0.1, 0.2, 0.5, 0.4], [0, 0, 0, 1], 2 / 3, 1 / 3),
+        # A horizontal step. Ranked: 0.9 (1), 0.5 (0), 0.3 (1), 0.2 (1). The normal beats two
+        # of three anomalies: AUC = 1/3. From threshold 0.9 to 0.5, FNR stays 2/3 while FPR
+        # goes 0 -> 1, so FPR - FNR goes -2/3 -> 1/3 and crosses 0 at FPR = 2/3.
+        ([0.5, 0.9, 0.3, 0.2], [0, 1, 1, 1], 1 / 3, 2 / 3),
+    ],
+)
+def test_auc_and_eer_by_hand(
+    scores: list[float], labels: list[int], expected_auc: float, expected_eer: float
+) -> None:
+    assert roc_auc(np.array(scores), np.array(labels)) == pytest.approx(expected_auc)
+    assert eer(np.array(scores), np.array(labels)) == pytest.approx(expected_eer)
+
+
+def _brute_force_roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at (0, 0) and then at every distinct score, by counting frames >= it."""
+    thresholds = np.unique(scores)[::-1]  # (K,) decreasing
+    positive = scores[None, :] >= thresholds[:, None]  # (K, N)
+    fpr = (positive & (labels == 0)).sum(axis=1) / (labels == 0).sum()
+    tpr = (positive & (labels == 1)).sum(axis=1) / (labels == 1).sum()
+    return np.r_[0.0, fpr], np.r_[0.0, tpr]
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_agrees_with_scikit_learn_on_random_data_with_ties(seed: int) -> None:
+def test_matches_pairwise_count_on_random_data_with_ties(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    n = 500
+    n = 300
     labels = rng.integers(0, 2, n)
     scores = rng.integers(0, 40, n) / 40 + 0.3 * labels  # coarse grid: many ties
+    # AUC as the Mann-Whitney statistic: the share of (anomalous, normal) pairs in which the
+    # anomaly scores higher, ties counting one half.
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(scores, labels) == pytest.approx(wins)
+
     fpr, tpr, thresholds = roc_curve(scores, labels)
-    sk_fpr, sk_tpr, sk_thr = skm.roc_curve(labels, scores, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, sk_fpr)
-    np.testing.assert_allclose(tpr, sk_tpr)
-    np.testing.assert_allclose(thresholds[1:], sk_thr[1:])
-    assert roc_auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores))
-    # EER lies where the curve crosses the anti-diagonal: scikit-learn's points bracket it
-    sk_gap = sk_fpr - (1 - sk_tpr)
-    i = int(np.argmax(sk_gap >= 0))
-    low, high = sorted((sk_fpr[i - 1], sk_fpr[i]))
-    assert low <= eer(scores, labels) <= high
+    want_fpr, want_tpr = _brute_force_roc(scores, labels)
+    np.testing.assert_allclose(fpr, want_fpr)
+    np.testing.assert_allclose(tpr, want_tpr)
+    np.testing.assert_array_equal(thresholds[1:], np.unique(scores)[::-1])
+    assert auc(fpr, tpr) == pytest.approx(wins)
+
+    # EER: the first point where FPR >= FNR, and the line from the point before it.
+    gap = want_fpr - (1 - want_tpr)
+    i = int(np.argmax(gap >= 0))
+    t = -gap[i - 1] / (gap[i] - gap[i - 1])
+    assert eer(scores, labels) == pytest.approx(
+        want_fpr[i - 1] + t * (want_fpr[i] - want_fpr[i - 1])
+    )
 
 
 def test_accepts_bool_labels_and_float_labels() -> None:

@@ -3,6 +3,7 @@ actor sizing, and the report's frame pictures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def _result(out: str, **kw) -> ScoreResult:
         out=out, model="models:/mnad-tiny/3", model_version="3", dataset="tiny", split="test",
         memory="paper", granularity="frame", frames=17, videos=2, failed=(),
         skipped=("t2: too short",), metrics={"micro_auc": 0.75, "frames_per_s": 12.5},
-        seconds=1.25, run_id="abc", report=f"{out}/report/index.html",
+        seconds=1.25, run_id="abc", report=f"{out}/report/index.html", normalise="calibrated",
+        normalisations=("calibrated", "per-video"), false_alarm_rate=0.01, smooth=1,
+        merge_gap=1.0, threshold=2.5, events=f"{out}/events.parquet",
     )  # fmt: skip
     return ScoreResult(**{**fields, **kw})
 
@@ -66,6 +69,12 @@ def test_completion_names_the_model_mode_and_split(tmp_path):
         stale = completion(ScoreConfig(**{"data": "d", "model": config.model, "out": out,
                                           "memory": "paper", **other}))  # fmt: skip
         assert not stale.complete and not stale.partial
+    # Another threshold, smoothing or normalisation: the videos' scores (parts) are reused.
+    for other in ({"false_alarm_rate": 0.001}, {"smooth": 5}, {"normalise": "per-video"}):
+        again = completion(ScoreConfig(data="d", model=config.model, out=out, memory="paper",
+                                       **other))  # fmt: skip
+        assert not again.complete and again.partial, other
+    assert completion(dataclasses.replace(config, normalise="calibrated")).complete
     (tmp_path / "s" / "summary.json").write_text('{"model": "models:/mnad-tiny/3"}')
     assert completion(config).partial  # a summary this version cannot read: parts go on
 

@@ -23,7 +23,9 @@ import torch
 
 from mnad.checkpoint import load_checkpoint
 from mnad.memory import updated_items
+from pipelines.calibrate import CalibrateConfig, run_calibrate
 from pipelines.errors import UserError
+from pipelines.tracking import fetch_model, find_model
 from pipelines.train import StepRecord, completion, run_train
 
 # --- bad inputs: refused before any work starts -----------------------------------------------
@@ -139,6 +141,7 @@ def test_two_workers_share_one_memory_and_register_the_model(
     final = load_checkpoint(result.checkpoint)
     assert torch.equal(final.model_state["memory.items"], previous)
     assert (final.epoch, final.step) == (3, steps)
+    assert result.nodes == (ray_local.get_runtime_context().get_node_id(),)  # one local node
 
     # The loss falls; every epoch has its metrics and a validation loss.
     assert [r["epoch"] for r in result.epochs] == [1, 2, 3]
@@ -165,6 +168,27 @@ def test_two_workers_share_one_memory_and_register_the_model(
     clips = np.random.default_rng(0).uniform(-1, 1, (3, 5, 16, 16)).astype(np.float32)
     scores = model.predict(clips)
     assert len(scores) == 3 and np.isfinite(scores["psnr"]).all()
+
+    # The held-out video calibrated the model: in the registered model, on its version.
+    held_out = run.data.params["val_videos"].split(",")
+    ref = find_model(result.model_uri, result.tracking_uri)
+    calibration = load_checkpoint(fetch_model(ref, result.tracking_uri, tmp_path / "m")).calibration
+    assert calibration is not None and list(calibration.videos) == held_out
+    figures = json.loads(mv.tags["mnad.calibration"])
+    assert figures["threshold"] == pytest.approx(calibration.threshold(0.001))
+    assert "calibration_threshold" in run.data.metrics
+
+    # `mnad calibrate` of the registered model: a new version, its aliases moved to it.
+    client.set_registered_model_alias("mnad-tiny", "champion", result.model_version)
+    again = run_calibrate(CalibrateConfig(
+        model="models:/mnad-tiny@champion", data=str(tiny_data), videos=("v0", "v1"),
+        out=str(tmp_path / "cal"), tracking_uri=result.tracking_uri, quiet=True,
+    ))  # fmt: skip
+    champion = client.get_model_version_by_alias("mnad-tiny", "champion")
+    assert again.model_uri == f"models:/mnad-tiny/{champion.version}"
+    assert int(champion.version) == int(result.model_version) + 1
+    assert json.loads(champion.tags["mnad.calibration"])["calibrated_from_version"] == "1"
+    assert again.videos == ("v0", "v1") and again.frames > 0
 
     # The marker: completion reads the result back, for the same inputs only.
     state = completion(dataclasses.replace(config, name=result.name))

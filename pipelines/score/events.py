@@ -1,0 +1,141 @@
+"""From the combined per-frame scores to what a person looks at: the ``score`` the job was
+asked for, the archive's events, and how well they match the labels (driver).
+
+- :func:`choose_scores`: ``score`` becomes the calibrated or the per-video column,
+  smoothed within each video with :func:`mnad.calibration.smooth` (trailing: no frame's
+  score reads a later frame);
+- :func:`archive_events`: runs of frames over the calibration's threshold in every video
+  (:func:`mnad.calibration.events`), joined across gaps of up to ``merge_gap`` seconds,
+  timed in the source video's clock, ranked by peak over the whole archive: the rows of
+  ``events.parquet`` (``EVENTS_SCHEMA``);
+- :func:`event_metrics`: with labels, the share of anomalous intervals an event overlaps
+  and the events that overlap no anomalous frame.
+
+The table is sorted by video and frame (``combine_parts``); videos are located by their
+boundaries, never by a mask over the whole table per video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mnad import calibration as cal
+from pipelines.schema import EVENTS_SCHEMA, LABEL_ANOMALOUS
+
+CALIBRATED = "calibrated"
+PER_VIDEO = "per-video"
+COLUMNS = {CALIBRATED: "score_calibrated", PER_VIDEO: "score_per_video"}
+"""Each normalisation's column in SCORES_SCHEMA."""
+GAP_FRAMES_UNKNOWN_FPS = 25
+"""Frames per second assumed for the merge gap of a video whose frame rate is unknown."""
+
+Clock = Mapping[str, tuple[float | None, float]]
+"""video_id -> (frames per second or None, the source's start time in seconds)."""
+
+
+class Video(NamedTuple):
+    video_id: str
+    rows: slice  # its rows in the sorted table
+
+
+def videos(frames: pa.Table) -> Iterator[Video]:
+    """Each video of a table sorted by video, with its rows."""
+    ids = frames.column("video_id").to_numpy(zero_copy_only=False)
+    if ids.size == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], ids.size]
+    for start, end in zip(starts, ends, strict=True):
+        yield Video(str(ids[start]), slice(int(start), int(end)))
+
+
+def choose_scores(frames: pa.Table, normalise: str, window: int) -> pa.Table:
+    """``frames`` with ``score`` set to the ``normalise`` column, smoothed over ``window``
+    frames within each video."""
+    column = frames.column(COLUMNS[normalise])
+    if column.null_count:
+        raise ValueError(f"{COLUMNS[normalise]} has no values: the model has no calibration")
+    raw = column.to_numpy()
+    score = np.concatenate(
+        [cal.smooth(raw[v.rows], window) for v in videos(frames)] or [np.zeros(0)]
+    )
+    at = frames.schema.get_field_index("score")
+    return frames.set_column(at, frames.schema.field("score"), pa.array(score, pa.float64()))
+
+
+def archive_events(
+    frames: pa.Table, threshold: float, merge_gap_s: float, clock: Clock
+) -> pa.Table:
+    """The events of every video (``score`` over ``threshold``), ranked by peak score."""
+    index = frames.column("frame_index").to_numpy()
+    score = frames.column("score").to_numpy()
+    label = frames.column("label").to_numpy()
+    rows: list[dict] = []
+    for video in videos(frames):
+        fps, start = clock.get(video.video_id, (None, 0.0))
+        gap = round(merge_gap_s * (fps or GAP_FRAMES_UNKNOWN_FPS))
+        frame_index, labels = index[video.rows], label[video.rows]
+        for event in cal.events(frame_index, score[video.rows], threshold, gap):
+            inside = (frame_index >= event.first_frame) & (frame_index <= event.last_frame)
+            rows.append(
+                {
+                    "video_id": video.video_id,
+                    **event._asdict(),
+                    "start_s": None if fps is None else start + event.first_frame / fps,
+                    "end_s": None if fps is None else start + (event.last_frame + 1) / fps,
+                    "peak_s": None if fps is None else start + event.peak_frame / fps,
+                    "anomalous_frames": int((labels[inside] == LABEL_ANOMALOUS).sum()),
+                }
+            )
+    rows.sort(key=lambda r: (-r["peak_score"], r["video_id"], r["first_frame"]))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)
+
+
+def event_metrics(frames: pa.Table, events: pa.Table) -> dict[str, float]:
+    """Event-level figures against the labels (none without anomalous frames):
+    ``anomalies`` (maximal runs of anomalous frames), ``anomalies_found`` (the share that an
+    event overlaps) and ``events_on_normal`` (events that overlap no anomalous frame)."""
+    index = frames.column("frame_index").to_numpy()
+    label = frames.column("label").to_numpy()
+    by_video: dict[str, list[tuple[int, int]]] = {}
+    for row in events.select(["video_id", "first_frame", "last_frame"]).to_pylist():
+        by_video.setdefault(row["video_id"], []).append((row["first_frame"], row["last_frame"]))
+    anomalies = found = 0
+    for video in videos(frames):
+        spans = by_video.get(video.video_id, [])
+        for first, last in _runs(index[video.rows], label[video.rows] == LABEL_ANOMALOUS):
+            anomalies += 1
+            found += any(a <= last and first <= b for a, b in spans)
+    if not anomalies:
+        return {}
+    normal = events.filter(pc.equal(events.column("anomalous_frames"), 0))
+    return {
+        "anomalies": float(anomalies),
+        "anomalies_found": found / anomalies,
+        "events_on_normal": float(normal.num_rows),
+    }
+
+
+def _runs(index: np.ndarray, flag: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame numbers of each maximal run of consecutive flagged rows."""
+    edges = np.diff(np.r_[0, flag.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    return [(int(index[a]), int(index[b])) for a, b in zip(starts, ends, strict=True)]
+
+
+__all__ = [
+    "CALIBRATED",
+    "COLUMNS",
+    "PER_VIDEO",
+    "archive_events",
+    "choose_scores",
+    "event_metrics",
+    "videos",
+]
