@@ -120,9 +120,16 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     if model.render is not None:
         title = f"{summary.dataset} {config.split}: memory {config.memory}"
         dest = storage.join(config.out, REPORT_DIR)
-        report_dir = write_score_report(
-            frames, dest, title=title, metrics=metrics, render=model.render
-        )
+        if found is None:
+            report_dir = write_score_report(
+                frames, dest, title=title, metrics=metrics, render=model.render
+            )
+        else:  # the report shows the scores the events were found on: calibrated
+            report_dir = write_score_report(
+                found.scored, dest, title=title, metrics=metrics, render=model.render,
+                events=found.table, threshold=found.threshold,
+                false_alarm_rate=config.false_alarm_rate, normalise=CALIBRATED,
+            )  # fmt: skip
     result = ScoreResult(
         out=config.out,
         model=config.model,
@@ -475,6 +482,7 @@ class _Events:
     table: pa.Table
     threshold: float
     metrics: dict[str, float]
+    scored: pa.Table  # the frames with ``score`` calibrated and smoothed, as events saw it
 
 
 def _events(
@@ -500,7 +508,7 @@ def _events(
     if hours:
         metrics["events_per_hour"] = table.num_rows / hours
     metrics.update(event_metrics(scored, table))
-    return _Events(table, threshold, metrics)
+    return _Events(table, threshold, metrics, scored)
 
 
 def _hours(frames: pa.Table, clock: Clock) -> float:
@@ -537,6 +545,8 @@ def _track(
         summary = os.path.join(tmp, SCORES_SUMMARY_FILE)
         result.write(summary)  # the summary SCORES will hold, logged before it is written
         run.log_artifact(_local_file(storage.join(config.out, FRAMES_FILE), tmp))
+        if result.events:
+            run.log_artifact(_local_file(result.events, tmp))
         run.log_artifact(summary)
         if report_dir:
             run.log_artifacts(report_dir, REPORT_DIR)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -127,6 +128,12 @@ def test_events_find_the_anomaly_and_spare_the_normal_video(calibrated, tmp_path
     for key in ('"normalise": "calibrated"', '"threshold"', '"false_alarm_rate": 0.001',
                 '"micro_auc"', '"macro_auc"'):  # fmt: skip
         assert key in summary, key
+    # MLflow: the events beside the scores, and the figures as the run's metrics.
+    client = mlflow.MlflowClient(uri)
+    assert "events.parquet" in [a.path for a in client.list_artifacts(result.run_id)]
+    logged = client.get_run(result.run_id).data.metrics
+    assert logged["threshold"] == pytest.approx(threshold)
+    assert logged["calibrated_micro_auc"] == pytest.approx(m["calibrated_micro_auc"])
 
 
 def test_a_calibrated_score_reads_no_later_frame(calibrated, tmp_path) -> None:

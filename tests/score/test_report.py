@@ -24,6 +24,7 @@ from pipelines.score.report import (
     video_auc,
     write_report,
 )
+from pipelines.score.report.page import time_span
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -271,7 +272,8 @@ def test_write_report_files_links_metrics_and_escaping(tmp_path: Path) -> None:
     assert f"{auc1:.3f}" in page
     first = next(s for s in files.segments if s.video_id == "Test001")
     assert first.start_s == first.first_frame / 25 and first.end_s == (first.last_frame + 1) / 25
-    assert f"0:{first.start_s:05.2f} – 0:{first.end_s:05.2f}" in page  # its time span
+    span = f"00:{first.start_s:04.1f} – 00:{first.end_s:04.1f}"
+    assert span == time_span(first) and span in page  # its time span, mm:ss.s
 
 
 def test_write_report_edge_videos_without_roc_or_render(tmp_path: Path) -> None:

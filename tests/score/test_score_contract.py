@@ -32,7 +32,7 @@ def _result(out: str, **kw) -> ScoreResult:
         memory="paper", granularity="frame", frames=17, videos=2, failed=(),
         skipped=("t2: too short",), metrics={"micro_auc": 0.75, "frames_per_s": 12.5},
         seconds=1.25, run_id="abc", report=f"{out}/report/index.html", normalise="calibrated",
-        normalisations=("calibrated", "per-video"), false_alarm_rate=0.01, smooth=1,
+        normalisations=("calibrated", "per-video"), false_alarm_rate=0.001, smooth=1,
         merge_gap=1.0, threshold=2.5, events=f"{out}/events.parquet",
     )  # fmt: skip
     return ScoreResult(**{**fields, **kw})
@@ -70,7 +70,7 @@ def test_completion_names_the_model_mode_and_split(tmp_path):
                                           "memory": "paper", **other}))  # fmt: skip
         assert not stale.complete and not stale.partial
     # Another threshold, smoothing or normalisation: the videos' scores (parts) are reused.
-    for other in ({"false_alarm_rate": 0.001}, {"smooth": 5}, {"normalise": "per-video"}):
+    for other in ({"false_alarm_rate": 0.01}, {"smooth": 5}, {"normalise": "per-video"}):
         again = completion(ScoreConfig(data="d", model=config.model, out=out, memory="paper",
                                        **other))  # fmt: skip
         assert not again.complete and again.partial, other

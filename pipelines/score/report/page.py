@@ -19,6 +19,8 @@ from urllib.parse import quote
 import numpy as np
 
 from mnad.metrics import UNKNOWN
+from pipelines.score.events import CALIBRATED, PER_VIDEO
+from pipelines.score.report.archive import Archive, EventVideo, RankedEvent
 from pipelines.score.report.segments import Segment, VideoScores
 
 _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -81,7 +83,23 @@ th:first-child,td:first-child{text-align:left}th{background:#f5f5f5}
 img{max-width:100%;height:auto;border:1px solid #eee}
 figure{margin:6px 0 14px}figcaption{font-size:12px;color:#555}
 .muted{color:#777}.video{margin-bottom:18px}
+.note{background:#fff8e1;border-left:4px solid #f2a900;padding:6px 10px}
+table.summary td:last-child{text-align:left}
+td.pic{text-align:left}td.pic img{width:300px}
 """
+
+
+def _head(title: str, videos: int, labelled: int, frames: int) -> list[str]:
+    """The page's start: the document head, the title and what was scored."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="muted">{videos:,} videos ({labelled:,} labelled), {frames:,} frames '
+        "scored.</p>",
+    ]
 
 
 def _esc(value: object) -> str:
@@ -103,15 +121,19 @@ def _number(value: float | int) -> str:
 
 
 def _clock(seconds: float) -> str:
-    """Seconds as ``m:ss.ss`` or ``h:mm:ss.ss``."""
-    minutes, rest = divmod(round(seconds, 2), 60.0)
-    hours, minutes = divmod(int(minutes), 60)
+    """Seconds as ``mm:ss.s``, or ``h:mm:ss.s`` from an hour on."""
+    tenths = round(abs(seconds) * 10)
+    sign = "-" if seconds < 0 and tenths else ""
+    minutes, tenths = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    rest = f"{tenths // 10:02d}.{tenths % 10}"
     if hours:
-        return f"{hours}:{minutes:02d}:{rest:05.2f}"
-    return f"{minutes}:{rest:05.2f}"
+        return f"{sign}{hours}:{minutes:02d}:{rest}"
+    return f"{sign}{minutes:02d}:{rest}"
 
 
-def _time_span(segment: Segment) -> str:
+def time_span(segment: Segment) -> str:
+    """A segment's time in its video's clock, ``mm:ss.s – mm:ss.s``; a dash without one."""
     if segment.start_s is None or segment.end_s is None:
         return "—"
     return f"{_clock(segment.start_s)} – {_clock(segment.end_s)}"
@@ -166,7 +188,7 @@ def _segments_html(entry: VideoEntry) -> list[str]:
     for rank, segment in enumerate(entry.segments, start=1):
         lines.append(
             f"<tr><td>{rank}</td><td>{segment.first_frame}</td><td>{segment.last_frame}</td>"
-            f"<td>{_time_span(segment)}</td><td>{segment.peak_frame}</td>"
+            f"<td>{time_span(segment)}</td><td>{segment.peak_frame}</td>"
             f"<td>{segment.peak_score:.3f}</td></tr>"
         )
     lines.append("</table>")
@@ -203,19 +225,17 @@ def page_html(
     metrics: Mapping[str, float] | None,
     roc: Path | None,
     entries: Sequence[VideoEntry],
+    note: str | None = None,
 ) -> str:
-    """The whole self-contained page: inline CSS, no scripts, relative links only."""
+    """The whole self-contained page: inline CSS, no scripts, relative links only.
+
+    ``note``: a paragraph shown first (what the scores mean), or None.
+    """
     n_labelled = sum(entry.video.labelled for entry in entries)
     n_frames = sum(entry.video.n_frames for entry in entries)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
-        f'<p class="muted">{len(entries):,} videos ({n_labelled:,} labelled), '
-        f"{n_frames:,} frames scored.</p>",
-    ]
+    parts = _head(title, len(entries), n_labelled, n_frames)
+    if note:
+        parts.append(f'<p class="note">{_esc(note)}</p>')
     if metrics:
         parts += _metrics_html(metrics)
     if roc is not None:
@@ -228,4 +248,239 @@ def page_html(
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["Picture", "VideoEntry", "file_stems", "page_html"]
+# ---------------------------------------------------------------------------------------------
+# The page of a calibrated job: summary, top events, videos with events
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """One row of the top-events table."""
+
+    event: RankedEvent
+    picture: Picture | None
+    anchor: str | None
+    """Its video's section on the page; None when the video is not plotted."""
+    labelled: bool
+    """Whether its video has known labels (else whether it overlaps an anomaly is unknown)."""
+
+
+@dataclass(frozen=True)
+class EventVideoEntry:
+    """One plotted video with events."""
+
+    video: VideoScores
+    listed: EventVideo
+    anchor: str
+    plot: Path
+    """Relative to the report folder."""
+    auc: float | None
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """How the scores of a calibrated job were thresholded."""
+
+    normalise: str
+    """``calibrated`` or ``per-video`` (the job's ``score``; events are on the calibrated scale)."""
+    threshold: float
+    """On the calibrated scale."""
+    false_alarm_rate: float | None
+    """The target share of normal frames over the threshold; None when not known."""
+
+    def __post_init__(self) -> None:
+        if self.normalise not in (CALIBRATED, PER_VIDEO):
+            raise ValueError(
+                f"normalise must be {CALIBRATED!r} or {PER_VIDEO!r}, got {self.normalise!r}"
+            )
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+
+
+def _percent(rate: float) -> str:
+    return f"{100 * rate:.3g}%"
+
+
+def _count(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def summary_rows(
+    scale: Calibrated,
+    metrics: Mapping[str, float],
+    archive: Archive,
+    n_events: int,
+    with_events: int,
+) -> list[tuple[str, str]]:
+    """The summary block of a calibrated job: (what, value) rows, labelled figures last."""
+    if scale.normalise == CALIBRATED:
+        scores = (
+            "calibrated: robust z units on normal footage (0 = a typical normal frame, "
+            "1 = one robust standard deviation towards anomalous)"
+        )
+    else:
+        scores = (
+            "normalised per video (Eq. 13, every video reaches 1.0); the threshold, the "
+            "events and the plots below are on the calibrated scale"
+        )
+    rows = [("scores", scores), ("threshold", f"{scale.threshold:.4g} (calibrated scale)")]
+    if scale.false_alarm_rate is not None:
+        rows.append(
+            ("target false-alarm rate", f"{_percent(scale.false_alarm_rate)} of normal frames")
+        )
+    if "calibration_alarm_rate" in metrics:
+        rows.append(
+            ("alarm rate on the calibration videos", _percent(metrics["calibration_alarm_rate"]))
+        )
+    if "calibration_held_out_alarm_rate" in metrics:
+        rows.append(
+            (
+                "… held out (each video at the threshold of the others)",
+                _percent(metrics["calibration_held_out_alarm_rate"]),
+            )
+        )
+    if "alarm_rate" in metrics:
+        rows.append(("alarm rate on these videos", _percent(metrics["alarm_rate"])))
+    rows.append(("events", f"{n_events:,} in {with_events:,} of {archive.videos:,} videos"))
+    per_hour = metrics.get("events_per_hour")
+    rows.append(
+        (
+            "events per hour of scored footage",
+            "frame rate unknown" if per_hour is None else f"{per_hour:.3g}",
+        )
+    )
+    for key, what in _LABELLED:
+        if key in metrics:
+            rows.append((what, _number(metrics[key])))
+    if "anomalies_found" in metrics:
+        anomalies = metrics.get("anomalies")
+        of = "" if anomalies is None else f" of {_count(anomalies)} anomalous intervals"
+        rows.append(("anomalies an event overlaps", f"{_percent(metrics['anomalies_found'])}{of}"))
+    if "events_on_normal" in metrics:
+        rows.append(
+            (
+                "events on normal footage (no anomalous frame)",
+                f"{_count(metrics['events_on_normal'])} of {n_events:,}",
+            )
+        )
+    return rows
+
+
+_LABELLED = (
+    ("micro_auc", "frame AUC, pooled (the job's score)"),
+    ("macro_auc", "frame AUC, mean over videos"),
+    ("calibrated_micro_auc", "frame AUC, calibrated score"),
+    ("per_video_micro_auc", "frame AUC, per-video score"),
+)
+"""The AUCs the summary shows when the videos are labelled: metric key, what it is."""
+
+
+def _summary_html(rows: Sequence[tuple[str, str]]) -> list[str]:
+    cells = [f"<tr><td>{_esc(what)}</td><td>{_esc(value)}</td></tr>" for what, value in rows]
+    return ["<h2>Summary</h2>", '<table class="summary">', *cells, "</table>"]
+
+
+def _overlap_cell(entry: EventEntry) -> str:
+    if not entry.labelled:
+        return "—"
+    frames = entry.event.anomalous_frames
+    return f"yes ({frames:,} frames)" if frames else "no"
+
+
+def _events_html(events: Sequence[EventEntry], more: int, labels: bool) -> list[str]:
+    lines = ["<h2>Top events</h2>"]
+    if not events:
+        return [*lines, '<p class="muted">No frame scored over the threshold: no events.</p>']
+    overlap_head = "<th>anomalous</th>" if labels else ""
+    lines.append(
+        "<table><tr><th>rank</th><th>video</th><th>frames</th><th>time</th>"
+        f"<th>peak score</th>{overlap_head}<th>peak: frame | prediction | error</th></tr>"
+    )
+    for entry in events:
+        event, segment = entry.event, entry.event.segment
+        video = _esc(segment.video_id)
+        if entry.anchor is not None:
+            video = f'<a href="#{entry.anchor}">{video}</a>'
+        picture = '<span class="muted">—</span>'
+        if entry.picture is not None:
+            href = _href(entry.picture.path)
+            alt = f"event {event.rank}: frame {segment.peak_frame} | prediction | error"
+            picture = (
+                f'<a href="{href}"><img src="{href}" loading="lazy" alt="{_esc(alt)}"></a><br>'
+                f'<span class="muted">frame {segment.peak_frame}, error 0 to '
+                f"{entry.picture.error_max:.3g}</span>"
+            )
+        overlap = f"<td>{_overlap_cell(entry)}</td>" if labels else ""
+        lines.append(
+            f"<tr><td>{event.rank}</td><td>{video}</td>"
+            f"<td>{segment.first_frame}–{segment.last_frame}</td><td>{time_span(segment)}</td>"
+            f"<td>{segment.peak_score:.3f}</td>{overlap}"
+            f'<td class="pic">{picture}</td></tr>'
+        )
+    lines.append("</table>")
+    if more:
+        lines.append(f'<p class="muted">… and {more:,} more in events.parquet.</p>')
+    return lines
+
+
+def _event_videos_html(
+    videos: Sequence[EventVideoEntry], with_events: int, total: int
+) -> list[str]:
+    without = total - with_events
+    shown = "" if len(videos) == with_events else f" The {len(videos):,} with the highest peaks:"
+    lines = [
+        "<h2>Videos with events</h2>",
+        f"<p>{with_events:,} of {total:,} videos had events; {without:,} had none.{shown}</p>",
+    ]
+    for entry in videos:
+        listed, href = entry.listed, _href(entry.plot)
+        auc = "" if entry.auc is None else f", AUC {entry.auc:.3f}"
+        lines += [
+            f'<div class="video" id="{entry.anchor}">',
+            f"<h3>{_esc(listed.video_id)}</h3>",
+            f'<p class="muted">{listed.events:,} event{"s" if listed.events != 1 else ""}, '
+            f"highest peak {listed.peak_score:.3f} "
+            f"(rank {listed.first_rank:,}){auc}</p>",
+            f'<a href="{href}"><img src="{href}" loading="lazy" alt="score plot of '
+            f'{_esc(listed.video_id)}"></a>',
+            "</div>",
+        ]
+    return lines
+
+
+def events_page_html(
+    title: str,
+    archive: Archive,
+    summary: Sequence[tuple[str, str]],
+    events: Sequence[EventEntry],
+    more: int,
+    videos: Sequence[EventVideoEntry],
+    with_events: int,
+    roc: Path | None,
+    metrics: Mapping[str, float] | None,
+) -> str:
+    """The page of a calibrated job: the summary, the top events (``more`` left off), the
+    plotted videos with events (of ``with_events``), the ROC and every metric."""
+    parts = _head(title, archive.videos, len(archive.labelled), archive.frames)
+    parts += _summary_html(summary)
+    parts += _events_html(events, more, labels=bool(archive.labelled))
+    parts += _event_videos_html(videos, with_events, archive.videos)
+    if roc is not None:
+        parts += ["<h2>ROC</h2>", f'<img src="{_href(roc)}" alt="ROC curve">']
+    if metrics:
+        parts += _metrics_html(metrics)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+__all__ = [
+    "Calibrated",
+    "EventEntry",
+    "EventVideoEntry",
+    "Picture",
+    "VideoEntry",
+    "events_page_html",
+    "file_stems",
+    "page_html",
+    "summary_rows",
+    "time_span",
+]

@@ -32,6 +32,9 @@ SCORE_COLOR = "#1f5fa8"
 PSNR_COLOR = "#8c8c8c"
 TRUTH_COLOR = "#d62728"
 PEAK_COLOR = "#111111"
+EVENT_COLOR = "#f2a900"
+EVENT_MARKS = 5
+"""A video's score plot numbers its first this many events (by archive rank) at their peaks."""
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:
@@ -77,20 +80,25 @@ def plot_video(
     segments: Sequence[Segment] = (),
     threshold: float | None = None,
     auc_value: float | None = None,
+    events: Sequence[tuple[int, Segment]] = (),
+    ylabel: str = "abnormality",
 ) -> None:
     """Draw one video's abnormality over its frames, PSNR on an inverted right axis.
 
     Ground-truth anomalous ranges are shaded; top segments are numbered at their peaks and
-    their threshold is dotted.
+    their threshold is dotted. ``events`` are ``(archive rank, event)`` pairs in rank order:
+    each is shaded, the first ``EVENT_MARKS`` are marked ``#rank`` at their peaks, and the
+    threshold is dotted.
     """
     figure = _new_figure(VIDEO_FIGSIZE)
     ax = figure.add_subplot()
     handles = _shade_truth(ax, video)
+    handles += _shade_events(ax, events)
     handles += _draw_psnr(ax, video)
     ax.plot(video.frame_index, video.score, color=SCORE_COLOR, lw=1.3, marker=_marker(video), ms=3)
     handles.insert(0, Line2D([], [], color=SCORE_COLOR, lw=1.3, label="abnormality"))
-    handles += _mark_segments(ax, segments, threshold)
-    _decorate(ax, video, auc_value)
+    handles += _mark_segments(ax, segments, threshold, bool(events))
+    _decorate(ax, video, auc_value, ylabel)
     ax.legend(
         handles=handles,
         loc="lower right",
@@ -135,8 +143,31 @@ def _draw_psnr(ax: Axes, video: VideoScores) -> list[Artist]:
     return [Line2D([], [], color=PSNR_COLOR, lw=0.8, label="PSNR")]
 
 
-def _mark_segments(ax: Axes, segments: Sequence[Segment], threshold: float | None) -> list[Artist]:
-    """Number the segments at their peaks and dot their threshold."""
+def _shade_events(ax: Axes, events: Sequence[tuple[int, Segment]]) -> list[Artist]:
+    """Shade the events (one collection however many) and mark the first at their peaks."""
+    if not events:
+        return []
+    spans = [(e.first_frame - 0.5, e.n_frames) for _, e in events]
+    shade = {"color": EVENT_COLOR, "alpha": 0.28, "lw": 0}
+    ax.broken_barh(spans, (0, 1), transform=ax.get_xaxis_transform(), **shade)
+    for rank, event in events[:EVENT_MARKS]:
+        ax.annotate(
+            f"#{rank}",
+            (event.peak_frame, event.peak_score),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            fontweight="bold",
+        )
+    return [Patch(color=EVENT_COLOR, alpha=0.28, label="events")]
+
+
+def _mark_segments(
+    ax: Axes, segments: Sequence[Segment], threshold: float | None, events: bool = False
+) -> list[Artist]:
+    """Number the segments at their peaks and dot their threshold (also with ``events``)."""
     for rank, segment in enumerate(segments, start=1):
         ax.annotate(
             str(rank),
@@ -148,13 +179,13 @@ def _mark_segments(ax: Axes, segments: Sequence[Segment], threshold: float | Non
             fontsize=7,
             fontweight="bold",
         )
-    if threshold is None or not math.isfinite(threshold) or not segments:
+    if threshold is None or not math.isfinite(threshold) or not (segments or events):
         return []
     ax.axhline(threshold, color=PEAK_COLOR, lw=0.7, ls=":")
     return [Line2D([], [], color=PEAK_COLOR, lw=0.7, ls=":", label="threshold")]
 
 
-def _decorate(ax: Axes, video: VideoScores, auc_value: float | None) -> None:
+def _decorate(ax: Axes, video: VideoScores, auc_value: float | None, ylabel: str) -> None:
     """Limits, ticks, labels and the title (the video's name and AUC)."""
     frames = video.frame_index
     low, high = float(video.score.min()), float(video.score.max())
@@ -162,7 +193,7 @@ def _decorate(ax: Axes, video: VideoScores, auc_value: float | None) -> None:
     ax.set_xlim(frames[0] - 0.5, frames[-1] + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=7)
-    ax.set_ylabel("abnormality", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_xlabel(_frame_axis_label(video), fontsize=8)
     heading = _ellipsis(video.video_id, 36)
     if auc_value is not None:

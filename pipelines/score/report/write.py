@@ -1,14 +1,22 @@
 """Writing the evaluation report of a scoring job: one self-contained folder.
 
-Runs on the driver, after the scores are combined. :func:`write_score_report` turns
-SCORES/frames.parquet's table into one :class:`VideoScores` per video and calls
-:func:`write_report`, which finds each video's top segments, draws the plots, renders the
-segment pictures and writes the page. The folder uses relative links only::
+Runs on the driver, after the scores are combined. :func:`write_score_report` writes one of
+two reports from SCORES/frames.parquet's table:
 
-    out_dir/index.html                 title, metrics, ROC, video table, top segments
-    out_dir/roc.png                    ROC curve with its AUC (when a curve is given)
+- with the archive's events (a calibrated model), :func:`write_events_report`: a summary of
+  the threshold and the alarm rates, the top ``TOP_EVENTS`` events with a picture of each
+  peak, and the score plots of the ``TOP_VIDEOS`` videos with the highest events; its size
+  does not grow with the archive, and only the plotted videos become ``VideoScores``;
+- without (scores normalised per video), :func:`write_report` over one :class:`VideoScores`
+  per video: each video's top segments, plots and segment pictures.
+
+The folder uses relative links only::
+
+    out_dir/index.html                 title, metrics, ROC, videos, events or top segments
+    out_dir/roc.png                    ROC curve with its AUC (when the videos are labelled)
     out_dir/videos/<video>.png         abnormality (and PSNR) over frames, ground truth shaded
     out_dir/segments/<video>_<n>.png   the n-th top segment's peak: frame | prediction | error
+    out_dir/events/<rank>.png          the peak of the archive's event of that rank
 """
 
 from __future__ import annotations
@@ -26,14 +34,36 @@ import pyarrow as pa
 from mnad.errors import UserError
 from pipelines import storage
 from pipelines.schema import LABEL_UNKNOWN
-from pipelines.score.report.page import Picture, VideoEntry, file_stems, page_html
+from pipelines.score.events import CALIBRATED, COLUMNS
+from pipelines.score.report.archive import (
+    TOP_EVENTS,
+    TOP_VIDEOS,
+    Archive,
+    EventVideo,
+    RankedEvent,
+    archive,
+    event_videos,
+    events_of,
+    ranked_events,
+    table_roc,
+)
+from pipelines.score.report.page import (
+    Calibrated,
+    EventEntry,
+    EventVideoEntry,
+    Picture,
+    VideoEntry,
+    events_page_html,
+    file_stems,
+    page_html,
+    summary_rows,
+)
 from pipelines.score.report.pictures import Render, segment_picture
 from pipelines.score.report.plots import plot_roc, plot_video
 from pipelines.score.report.segments import (
     Segment,
     VideoScores,
     default_threshold,
-    pooled_roc,
     report_gap,
     top_segments,
     video_auc,
@@ -91,6 +121,7 @@ def write_report(
     render: Render | None = None,
     top_k: int = 3,
     pictures: Literal["all", "unlabelled"] = "all",
+    note: str | None = None,
 ) -> ReportFiles:
     """Write the evaluation report of a scoring job into ``out_dir``.
 
@@ -105,6 +136,7 @@ def write_report(
         top_k: top segments per video (``top_segments`` with its default threshold, joining
             runs less than ``report_gap`` apart).
         pictures: render the segments of ``"all"`` videos or only of ``"unlabelled"`` ones.
+        note: a paragraph the page shows first (what the scores mean), or None.
 
     Returns:
         The files written and the segments found.
@@ -128,7 +160,8 @@ def write_report(
         entries.append(_report_video(video, stems[video.video_id], out, render, top_k, pictures))
 
     index = out / "index.html"
-    page = page_html(title, metrics, None if roc_path is None else Path("roc.png"), entries)
+    roc_link = None if roc_path is None else Path("roc.png")
+    page = page_html(title, metrics, roc_link, entries, note=note)
     index.write_text(page, encoding="utf-8")
     return ReportFiles(
         index=index,
@@ -159,9 +192,10 @@ def _report_video(
     return VideoEntry(video, f"v-{stem}", plot, auc_value, segments, drawn)
 
 
-def video_scores(frames: pa.Table) -> list[VideoScores]:
+def video_scores(frames: pa.Table, column: str = "score") -> list[VideoScores]:
     """One ``VideoScores`` per video of a scores table (``SCORES_SCHEMA``) sorted by video
-    and frame; a video whose labels are all unknown gets ``label=None``."""
+    and frame, scored by ``column``; a video whose labels are all unknown gets
+    ``label=None``."""
     cols = {n: frames.column(n).to_numpy(zero_copy_only=False) for n in frames.schema.names}
     videos = []
     bounds = np.flatnonzero(cols["video_id"][1:] != cols["video_id"][:-1]) + 1
@@ -173,13 +207,22 @@ def video_scores(frames: pa.Table) -> list[VideoScores]:
             VideoScores(
                 video_id=str(cols["video_id"][idx[0]]),
                 frame_index=cols["frame_index"][idx],
-                score=cols["score"][idx],
+                score=cols[column][idx],
                 label=None if (label == LABEL_UNKNOWN).all() else label,
                 psnr=cols["psnr"][idx],
                 feature_distance=cols["feature_distance"][idx],
             )
         )
     return videos
+
+
+PER_VIDEO_NOTE = (
+    "Scores are normalised per video (Eq. 13): every video reaches 1.0, so a high score says "
+    "where a video stands out from the rest of itself, not that it is anomalous, and videos "
+    "cannot be compared. `mnad calibrate` gives the model a threshold, and its scoring jobs "
+    "the archive's events."
+)
+"""The note that leads the report of a job whose model has no calibration."""
 
 
 def write_score_report(
@@ -189,22 +232,172 @@ def write_score_report(
     title: str,
     metrics: Mapping[str, float],
     render: Render | None,
+    events: pa.Table | None = None,
+    threshold: float | None = None,
+    false_alarm_rate: float | None = None,
+    normalise: str = "per-video",
 ) -> str | None:
     """The report of a scores table, written to the folder ``dest`` (a path or a URI).
+
+    With ``events`` (``EVENTS_SCHEMA``, a calibrated model's events at ``threshold``, for
+    the target ``false_alarm_rate``): :func:`write_events_report`; without, the per-video
+    report of :func:`write_report` with a note on what per-video scores mean.
+    ``normalise`` is the normalisation of the table's ``score``: ``calibrated`` or
+    ``per-video``.
 
     A report for a URI is written to a local temporary folder first and copied there.
     Returns the local folder (for the MLflow run's artifacts), or None when no frame was
     scored.
     """
-    videos = video_scores(frames)
-    if not videos:
+    if frames.num_rows == 0:
         return None
     remote = storage.is_uri(dest)
     local = Path(tempfile.mkdtemp(prefix="mnad-report-")) if remote else Path(dest)
-    write_report(videos, local, title=title, metrics=metrics, roc=pooled_roc(videos), render=render)
+    roc = table_roc(frames)
+    if events is None:
+        videos = video_scores(frames)
+        write_report(
+            videos, local, title=title, metrics=metrics, roc=roc, render=render, note=PER_VIDEO_NOTE
+        )
+    else:
+        level = metrics.get("threshold") if threshold is None else threshold
+        if level is None:
+            raise ValueError("a report of events needs their threshold")
+        scale = Calibrated(normalise, float(level), false_alarm_rate)
+        write_events_report(
+            frames, events, local, title=title, scale=scale, metrics=metrics, roc=roc, render=render
+        )
     if remote:
         storage.copy_tree(local, dest)
     return str(local)
 
 
-__all__ = ["ReportFiles", "video_scores", "write_report", "write_score_report"]
+def write_events_report(
+    frames: pa.Table,
+    events: pa.Table,
+    out_dir: str | Path,
+    *,
+    title: str,
+    scale: Calibrated,
+    metrics: Mapping[str, float] | None = None,
+    roc: tuple[np.ndarray, np.ndarray] | None = None,
+    render: Render | None = None,
+) -> ReportFiles:
+    """Write the report of a calibrated job into ``out_dir``: the summary, the archive's
+    top ``TOP_EVENTS`` events (a picture of each peak with ``render``), the score plots of
+    the ``TOP_VIDEOS`` videos with the highest events, the ROC and the metrics.
+
+    Args:
+        frames: the scores table (``SCORES_SCHEMA``), sorted by video and frame.
+        events: its events (``EVENTS_SCHEMA``), ranked over the archive.
+        scale: the normalisation of ``score``, the threshold and the target rate.
+        roc: ``(fpr, tpr)`` of the pooled ROC (``table_roc``); draws ``roc.png``.
+
+    Returns:
+        The files written; ``segments`` and ``segment_images`` are the listed events and
+        their pictures, in rank order.
+    """
+    if frames.num_rows == 0:
+        raise UserError("no videos to report: nothing was scored")
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    found = archive(frames)
+    roc_path = None
+    if roc is not None:
+        roc_path = out / "roc.png"
+        plot_roc(roc[0], roc[1], roc_path, title=title)
+
+    listed = event_videos(events)
+    plotted = _plot_event_videos(frames, events, listed[:TOP_VIDEOS], found, scale, out)
+    anchors = {e.listed.video_id: e.anchor for e in plotted}
+    top = ranked_events(events, TOP_EVENTS)
+    drawn = _event_pictures(top, out, render)
+    entries = [
+        EventEntry(e, p, anchors.get(e.segment.video_id), e.segment.video_id in found.labelled)
+        for e, p in zip(top, drawn, strict=True)
+    ]
+    summary = summary_rows(scale, metrics or {}, found, events.num_rows, len(listed))
+    page = events_page_html(
+        title,
+        found,
+        summary,
+        entries,
+        events.num_rows - len(top),
+        plotted,
+        len(listed),
+        None if roc_path is None else Path("roc.png"),
+        metrics,
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return ReportFiles(
+        index=index,
+        roc=roc_path,
+        video_plots={e.listed.video_id: out / e.plot for e in plotted},
+        segment_images=[out / p.path for p in drawn if p is not None],
+        segments=[e.segment for e in top],
+    )
+
+
+def _plot_event_videos(
+    frames: pa.Table,
+    events: pa.Table,
+    listed: Sequence[EventVideo],
+    found: Archive,
+    scale: Calibrated,
+    out: Path,
+) -> list[EventVideoEntry]:
+    """Plot each listed video (only these become ``VideoScores``): the score the events were
+    found on, the threshold, the events shaded and the first ranks marked."""
+    column = "score" if scale.normalise == CALIBRATED else COLUMNS[CALIBRATED]
+    ids = [v.video_id for v in listed]
+    stems = file_stems(ids)
+    their_events = events_of(events, ids)
+    entries = []
+    for video_listed in listed:
+        rows = found.rows[video_listed.video_id]
+        (video,) = video_scores(frames.slice(rows.start, rows.stop - rows.start), column)
+        plot = Path("videos") / f"{stems[video.video_id]}.png"
+        marks = [(e.rank, e.segment) for e in their_events[video.video_id]]
+        auc_value = video_auc(video)
+        plot_video(
+            video,
+            out / plot,
+            threshold=scale.threshold,
+            auc_value=auc_value,
+            events=marks,
+            ylabel="calibrated score",
+        )
+        anchor = f"v-{stems[video.video_id]}"
+        entries.append(EventVideoEntry(video, video_listed, anchor, plot, auc_value))
+    return entries
+
+
+def _event_pictures(
+    events: Sequence[RankedEvent], out: Path, render: Render | None
+) -> list[Picture | None]:
+    """Render and write the peak of each event as ``events/<rank>.png`` (None without
+    ``render``)."""
+    if render is None:
+        return [None] * len(events)
+    (out / "events").mkdir(exist_ok=True)
+    pictures: list[Picture | None] = []
+    for event in events:
+        segment = event.segment
+        where = f"render({segment.video_id!r}, {segment.peak_frame})"
+        frame, prediction, error = render(segment.video_id, segment.peak_frame)
+        picture, error_max = segment_picture(frame, prediction, error, where=where)
+        relative = Path("events") / f"{event.rank}.png"
+        matplotlib.image.imsave(out / relative, picture, pil_kwargs={"compress_level": 1})
+        pictures.append(Picture(relative, error_max))
+    return pictures
+
+
+__all__ = [
+    "PER_VIDEO_NOTE",
+    "ReportFiles",
+    "video_scores",
+    "write_events_report",
+    "write_report",
+    "write_score_report",
+]
