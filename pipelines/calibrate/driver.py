@@ -122,6 +122,8 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     _say(config, f"{stored}: threshold {result.threshold:.3f} at a false-alarm rate of "
          f"{result.false_alarm_rate:g} on {result.frames} frames of {len(result.videos)} "
          f"video(s); held out {_rate(result.held_out_alarm_rate)}")  # fmt: skip
+    if (line := warning(figures)) is not None:
+        _say(config, line)
     return result
 
 
@@ -135,6 +137,24 @@ def figures_of(calibration: Calibration, rate: float) -> dict[str, Any]:
         "held_out_alarm_rate": calibration.held_out_alarm_rate(rate),
         "statistics": calibration.summary(),
     }
+
+
+WARN_FACTOR = 5.0
+"""A held-out alarm rate this many times the target is worth a line of warning."""
+
+
+def warning(figures: dict[str, Any]) -> str | None:
+    """A line when the threshold does not hold on the calibration videos held out in turn
+    (too few or too different normal videos), else None."""
+    held, rate = figures["held_out_alarm_rate"], figures["false_alarm_rate"]
+    if held is None:
+        return "one calibration video: the threshold could not be checked on held-out footage"
+    if held > WARN_FACTOR * max(rate, 1e-12):
+        return (
+            f"warning: each calibration video at the others' threshold raises {held:.4f} "
+            f"alarms per frame against a target of {rate:g}: calibrate on more normal videos"
+        )
+    return None
 
 
 def _rate(rate: float | None) -> str:
@@ -215,6 +235,7 @@ __all__ = [
     "CalibrateResult",
     "calibrate_videos",
     "figures_of",
+    "warning",
     "run_calibrate",
     "tag_calibration",
 ]

@@ -202,7 +202,7 @@ def _calibrate(job: _Job, run: Any, clips: TrainingClips) -> Any:
     """The calibration of the logged checkpoint on the held-out videos (scored on the
     cluster by actors that fetch ``runs:/<run>/checkpoint``); None without held-out videos
     or with ``--no-calibrate``. Its figures become the run's metrics."""
-    from pipelines.calibrate.driver import calibrate_videos, figures_of
+    from pipelines.calibrate.driver import calibrate_videos, figures_of, warning
 
     say = _printer(job.config.quiet)
     if not job.config.calibrate:
@@ -229,6 +229,8 @@ def _calibrate(job: _Job, run: Any, clips: TrainingClips) -> Any:
         f"calibrated: threshold {figures['threshold']:.3f} at a false-alarm rate of "
         f"{DEFAULT_FALSE_ALARM_RATE:g} ({measured})"
     )
+    if (line := warning(figures)) is not None:
+        say(line)
     return calibration
 
 
