@@ -51,6 +51,18 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_score",
         "score every frame of a split or archive with a trained model; write the report",
     ),
+    "evaluate": (
+        "pipelines.evaluate",
+        "EvaluateConfig",
+        "run_evaluate",
+        "score a registered version on a labelled split; record its AUCs on the version",
+    ),
+    "promote": (
+        "pipelines.evaluate",
+        "PromoteConfig",
+        "run_promote",
+        "move an alias to a version only if it measures at least as well as the alias's",
+    ),
     "run": (
         "pipelines.spec",
         "RunSpecConfig",

@@ -12,7 +12,8 @@ workers, or against several stores do not clash.
   ``start_run`` yields a picklable ``RunHandle``; params flattened; resume.
 - :mod:`~pipelines.tracking.registry` (driver): ``register_checkpoint``;
   ``find_model`` (which version, no download) and ``fetch_model`` (the download);
-  ``link_model_version``.
+  ``link_model_version``; ``version_tags``, ``set_version_tags``, ``alias_version``,
+  ``set_alias``.
 - :mod:`~pipelines.tracking.pyfunc` (wherever MLflow loads the model): ``MNADPyfunc``.
 - :mod:`~pipelines.tracking.ui` (driver): ``mnad ui``.
 """
@@ -24,7 +25,8 @@ _MODULES = {
     "registry": (
         "LATEST", "MODEL_NAME_IN_RUN", "TAG_MODEL_ID", "TAG_MODEL_NAME", "TAG_MODEL_URI",
         "TAG_MODEL_VERSION", "ModelRef", "ModelVersionInfo", "fetch_model", "find_model",
-        "link_model_version", "register_checkpoint",
+        "link_model_version", "register_checkpoint", "alias_version", "set_alias",
+        "set_version_tags", "version_tags",
     ),
     "runs": ("RunHandle", "flatten_params", "start_run"),
     "store": ("DEFAULT_STORE", "HTTP_TIMEOUT_S", "check_tracking", "resolve_tracking_uri"),

@@ -7,7 +7,9 @@ once and downloads it once: ``find_model`` turns a MODEL argument (``models:/``,
 ``runs:/``, a local folder) into a :class:`ModelRef` (registry and run look-ups only,
 nothing copied), ``fetch_model`` downloads the ref's checkpoint folder.
 ``link_model_version`` records a scoring run's model as its input (MLflow 3's native run ->
-logged-model lineage) plus searchable tags.
+logged-model lineage) plus searchable tags. ``version_tags``, ``set_version_tags``,
+``alias_version`` and ``set_alias`` read and write a version's tags and a model's aliases
+(what `mnad evaluate` and `mnad promote` record and move).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import tempfile
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,6 +308,39 @@ def link_model_version(run: RunHandle, name: str, version: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# A version's tags and a model's aliases
+# --------------------------------------------------------------------------------------------
+
+
+def version_tags(tracking_uri: str, name: str, version: str) -> dict[str, str]:
+    """The tags of version ``version`` of registered model ``name``."""
+    return dict(store.client(tracking_uri).get_model_version(name, str(version)).tags)
+
+
+def set_version_tags(tracking_uri: str, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    """Set ``tags`` (values stringified) on version ``version`` of ``name``."""
+    client = store.client(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def alias_version(tracking_uri: str, name: str, alias: str) -> str | None:
+    """The version of ``name`` that holds ``alias``, or None when none does."""
+    try:
+        mv = store.client(tracking_uri).get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return str(mv.version)
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    """Point ``alias`` of ``name`` at ``version`` (from wherever it pointed)."""
+    store.client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+
+
 __all__ = [
     "LATEST",
     "MODEL_NAME_IN_RUN",
@@ -314,8 +350,12 @@ __all__ = [
     "TAG_MODEL_VERSION",
     "ModelRef",
     "ModelVersionInfo",
+    "alias_version",
     "fetch_model",
     "find_model",
     "link_model_version",
     "register_checkpoint",
+    "set_alias",
+    "set_version_tags",
+    "version_tags",
 ]

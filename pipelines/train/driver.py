@@ -277,9 +277,13 @@ def _trainer(job: _Job, clips: TrainingClips, events: Any) -> Any:
 
 def _fit(job: _Job, clips: TrainingClips, progress: _Progress) -> ray.train.Result:
     """Run the TorchTrainer; epoch records reach ``progress`` while it runs."""
+    import ray
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    events = Queue(actor_options={"num_cpus": 0})
+    # On the driver's node: a queue on a worker node would die with it, and the fit with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     trainer = _trainer(job, clips, events)
     try:
         # fit() blocks; it runs in a thread so that this one logs each epoch as it ends.

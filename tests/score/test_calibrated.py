@@ -12,81 +12,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from mnad.calibration import DEFAULT_FALSE_ALARM_RATE
 from mnad.checkpoint import load_checkpoint, save_checkpoint, write_calibration
-from mnad.clips import model_clips, stack_clips
-from mnad.config import ModelConfig, OptimConfig, Preset
-from mnad.losses import training_losses
-from mnad.network import build_model
 from pipelines.calibrate import calibrate_videos
-from pipelines.data import list_shards, read_frames
 from pipelines.score import ScoreConfig, run_score
-from tests.conftest import write_tiny_data
+from tests.tiny_models import ANOMALY, NORMAL, PRESET, labelled_data, trained_checkpoint
 
 pytestmark = pytest.mark.ray
-
-PRESET = Preset(
-    "tiny",
-    ModelConfig(height=16, width=16, channels=1, width_mult=1 / 16, memory_size=4,
-                update_threshold=0.01),
-    OptimConfig(),
-)  # fmt: skip
-NORMAL = {"v0": 40, "v1": 40, "v2": 40}
-ANOMALY = range(20, 28)  # frames of b_anomalous turned white
-
-
-def _data(root: Path, anomalous_frames: int) -> Path:
-    """Three normal training videos; test a_normal (the frames of v0) and b_anomalous (those
-    of v1, with ANOMALY white and labelled)."""
-    test = {"a_normal": 40, "b_anomalous": anomalous_frames}
-    data = write_tiny_data(root, {"train": NORMAL, "test": test})
-    path = data / "test" / "b_anomalous.parquet"
-    table = pq.read_table(path)
-    frames = table.column("frame").to_pylist()
-    label = np.zeros(table.num_rows, np.int8)
-    for i in ANOMALY:
-        if i < table.num_rows:
-            frames[i], label[i] = b"\xff" * len(frames[i]), 1
-    for name, values in (("frame", pa.array(frames, table.schema.field("frame").type)),
-                         ("label", pa.array(label))):  # fmt: skip
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, table.schema.field(i), values)
-    pq.write_table(table, path)
-    return data
-
-
-def _train(data: Path, folder: Path) -> Path:
-    """A checkpoint of a model trained on the normal videos (300 steps of 8 clips)."""
-    torch.manual_seed(0)
-    cfg = PRESET.model
-    clips = []
-    for shard in list_shards(str(data), "train"):
-        frames = read_frames(shard, 0, NORMAL[shard.rsplit("/", 1)[-1].removesuffix(".parquet")])
-        starts = np.arange(len(frames) - cfg.clip_length + 1)
-        clips.append(model_clips(stack_clips(frames, starts, cfg.clip_length), cfg))
-    inputs = torch.cat([c.inputs for c in clips])
-    target = torch.cat([c.target for c in clips])
-    model = build_model(cfg, seed=0).train()
-    optimizer = torch.optim.Adam(model.parameters(), 2e-3)
-    for _ in range(300):
-        batch = torch.randint(0, len(inputs), (8,))
-        out = model(inputs[batch])
-        loss = training_losses(out.prediction, target[batch], out.compactness,
-                               out.separateness, cfg)  # fmt: skip
-        optimizer.zero_grad()
-        loss.total.backward()
-        optimizer.step()
-    return save_checkpoint(folder, model, PRESET)
 
 
 @pytest.fixture(scope="module")
 def calibrated(ray_local, tmp_path_factory) -> tuple[Path, Path, str]:
     """(DATA, the calibrated checkpoint, the tracking URI)."""
     work = tmp_path_factory.mktemp("calibrated")
-    data = _data(work / "data", 40)
-    checkpoint = _train(data, work / "model")
+    data = labelled_data(work / "data")
+    checkpoint = trained_checkpoint(data, work / "model", steps=300)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     calibration = calibrate_videos(
         str(checkpoint), uri, str(data), sorted(NORMAL), out=str(work / "calibration"),
@@ -138,7 +79,7 @@ def test_events_find_the_anomaly_and_spare_the_normal_video(calibrated, tmp_path
 
 def test_a_calibrated_score_reads_no_later_frame(calibrated, tmp_path) -> None:
     data, checkpoint, uri = calibrated
-    half = _data(tmp_path / "half", 24)  # b_anomalous cut after frame 23, in its anomaly
+    half = labelled_data(tmp_path / "half", 24)  # b_anomalous cut after frame 23, in its anomaly
     whole = _score(data, checkpoint, uri, tmp_path / "whole", smooth=3)[1]
     cut = _score(half, checkpoint, uri, tmp_path / "cut", smooth=3)[1]
 

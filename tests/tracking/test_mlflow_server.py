@@ -5,11 +5,6 @@ model are on the server, and the scorer loads the model back from it."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +15,7 @@ from mnad.config import ModelConfig, OptimConfig, Preset
 from pipelines.score import ScoreConfig, run_score
 from pipelines.train import TrainConfig, run_train
 from tests.conftest import write_tiny_data
-from tests.share_nothing.cluster import answers, free_port
+from tests.tracking.server import mlflow_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,36 +29,8 @@ TINY = Preset(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(URI, artifact folder) of an `mlflow server` on 127.0.0.1 with a sqlite backend."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the finalizer stops it and its workers
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        # An API call, not only /health: the first one waits for the store's tables.
-        while not answers(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", 30):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield uri, root / "artifacts"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    with mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as found:
+        yield found
 
 
 def test_train_and_score_report_to_a_tracking_server(
