@@ -28,7 +28,7 @@ from pipelines.ingest.config import IngestConfig, ingest_settings
 from pipelines.ingest.decode import DecodeSettings
 from pipelines.ingest.layouts import VideoSource, discover
 from pipelines.ingest.result import IngestResult, read_summary, summarize
-from pipelines.ingest.video import IngestPlan, ingest_row
+from pipelines.ingest.video import NODE, IngestPlan, ingest_row
 from pipelines.ray_cluster import ray_session
 from pipelines.schema import MANIFEST_FILE, MANIFEST_SCHEMA, SPLITS, STATUS_FAILED, STATUS_OK
 from pipelines.stage import Completion
@@ -44,7 +44,9 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     rows: list[dict[str, Any]] = []
     with ray_session(config.quiet):
         start = time.perf_counter()  # throughput counts the job, not Ray's start-up
+        nodes: set[str] = set()
         for row in _run_tasks(found.videos, previous, plan, config.ffmpeg_threads):
+            nodes.add(str(row[NODE]))
             row = {name: row[name] for name in MANIFEST_SCHEMA.names}
             rows.append(row)
             if row["status"] == STATUS_FAILED:
@@ -52,6 +54,13 @@ def run_ingest(config: IngestConfig) -> IngestResult:
             if not config.quiet and len(rows) % config.progress_every == 0:
                 _print_progress(rows, len(found.videos), time.perf_counter() - start)
     seconds = time.perf_counter() - start
+    if not config.quiet:
+        where = ", ".join(sorted(n[:12] for n in nodes))
+        print(
+            f"mnad ingest: asked for {len(found.videos)} task(s) of {config.ffmpeg_threads} "
+            f"CPU each; ran on {len(nodes)} node(s): {where}",
+            flush=True,
+        )
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["video_id"]))
     manifest = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     storage.write_parquet(manifest, storage.join(config.out, MANIFEST_FILE))

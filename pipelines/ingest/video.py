@@ -222,7 +222,14 @@ def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) ->
     )  # fmt: skip
 
 
+NODE = "node"
+"""The Ray node a task ran on, beside its manifest row (not in the manifest)."""
+
+
 def ingest_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
     """Ray Data map function: one ``{"video", "previous"}`` item to its manifest row."""
+    import ray
+
     previous = json.loads(row["previous"])
-    return ingest_video(VideoSource.from_json(row["video"]), previous, plan)
+    done = ingest_video(VideoSource.from_json(row["video"]), previous, plan)
+    return {**done, NODE: ray.get_runtime_context().get_node_id()}
