@@ -151,17 +151,16 @@ def _shade_events(ax: Axes, events: Sequence[tuple[int, Segment]]) -> list[Artis
     shade = {"color": EVENT_COLOR, "alpha": 0.28, "lw": 0}
     ax.broken_barh(spans, (0, 1), transform=ax.get_xaxis_transform(), **shade)
     for rank, event in events[:EVENT_MARKS]:
-        ax.annotate(
-            f"#{rank}",
-            (event.peak_frame, event.peak_score),
-            xytext=(0, 2),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            fontweight="bold",
-        )
+        _label_peak(ax, f"#{rank}", event.peak_frame, event.peak_score)
     return [Patch(color=EVENT_COLOR, alpha=0.28, label="events")]
+
+
+def _label_peak(ax: Axes, text: str, frame: float, score: float) -> None:
+    """A small bold label just above a peak."""
+    ax.annotate(
+        text, (frame, score), xytext=(0, 2), textcoords="offset points",
+        ha="center", va="bottom", fontsize=7, fontweight="bold",
+    )  # fmt: skip
 
 
 def _mark_segments(
@@ -169,16 +168,7 @@ def _mark_segments(
 ) -> list[Artist]:
     """Number the segments at their peaks and dot their threshold (also with ``events``)."""
     for rank, segment in enumerate(segments, start=1):
-        ax.annotate(
-            str(rank),
-            (segment.peak_frame, segment.peak_score),
-            xytext=(0, 2),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            fontweight="bold",
-        )
+        _label_peak(ax, str(rank), segment.peak_frame, segment.peak_score)
     if threshold is None or not math.isfinite(threshold) or not (segments or events):
         return []
     ax.axhline(threshold, color=PEAK_COLOR, lw=0.7, ls=":")
