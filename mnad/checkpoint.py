@@ -104,7 +104,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint directory; anything but this project's format is a ``UserError``."""
+    """Read a checkpoint directory; anything but this project's format is a ``UserError``.
+
+    A config.json written before a field existed reads with its default: one without
+    ``channel_order`` is a model of RGB frames, as every model was then."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file() or not (path / MODEL_FILE).is_file():
         raise UserError(

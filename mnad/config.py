@@ -27,6 +27,7 @@ from typing import Any, Literal
 from mnad.errors import UserError
 
 Task = Literal["pred", "recon"]
+ChannelOrder = Literal["rgb", "bgr"]
 
 #: The encoder's widths at width multiplier 1 (the paper's): stage 1..4.
 PAPER_WIDTHS = (64, 128, 256, 512)
@@ -34,7 +35,8 @@ PAPER_WIDTHS = (64, 128, 256, 512)
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that fixes the network's shape, its losses and its test-time scoring."""
+    """Everything that fixes the network's shape, its losses, its test-time scoring and the
+    frames it takes (size, channels, channel order)."""
 
     task: Task = field(
         default="pred",
@@ -43,6 +45,13 @@ class ModelConfig:
     height: int = field(default=256, metadata=dict(help="input height in pixels (divisible by 8)"))
     width: int = field(default=256, metadata=dict(help="input width in pixels (divisible by 8)"))
     channels: int = field(default=3, metadata=dict(help="image channels: 1 (grey) or 3"))
+    channel_order: ChannelOrder = field(
+        default="rgb",
+        metadata=dict(
+            help="order of the 3 colour channels the model takes: rgb (as ingest decodes) "
+            "or bgr (OpenCV's, for a model trained by the paper's code)"
+        ),
+    )
     input_frames: int = field(
         default=4, metadata=dict(help="frames stacked as input: t-1 = 4 for pred, 1 for recon")
     )
@@ -70,6 +79,10 @@ class ModelConfig:
                 raise UserError(f"{name} must be a positive multiple of 8, not {value!r}")
         if self.channels not in (1, 3):
             raise UserError(f"channels must be 1 or 3, not {self.channels!r}")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise UserError(f"channel_order must be 'rgb' or 'bgr', not {self.channel_order!r}")
+        if self.channel_order == "bgr" and self.channels != 3:
+            raise UserError(f"channel_order 'bgr' needs 3 channels, not {self.channels}")
         if not isinstance(self.input_frames, int) or self.input_frames < 1:
             raise UserError(f"input_frames must be a positive integer, not {self.input_frames!r}")
         if self.task == "recon" and self.input_frames != 1:
@@ -133,11 +146,13 @@ class Preset:
     optim: OptimConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": dataclasses.asdict(self.model),
-            "optim": dataclasses.asdict(self.optim),
-        }
+        """The preset as plain values. ``channel_order`` is left out when it is the default
+        rgb, so the config (and a run's identity) of an RGB model reads as it did before the
+        field existed; a config without it loads as rgb."""
+        model = dataclasses.asdict(self.model)
+        if model["channel_order"] == "rgb":
+            del model["channel_order"]
+        return {"name": self.name, "model": model, "optim": dataclasses.asdict(self.optim)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preset:
@@ -204,9 +219,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "small": Preset(
         "small",
-        ModelConfig(
-            task="pred", height=96, width=96, channels=1, input_frames=4, width_mult=0.25
-        ),
+        ModelConfig(task="pred", height=96, width=96, channels=1, input_frames=4, width_mult=0.25),
         OptimConfig(lr=2e-4, batch_size=8, epochs=10),
     ),
 }

@@ -87,6 +87,43 @@ def updated_items(queries: Tensor, items: Tensor) -> Tensor:
     return torch.where(chosen[:, None], F.normalize(items + delta, dim=1), items)
 
 
+# --- one memory per sample: (B, ...) stacks of the functions above -----------------------------
+#
+# A scorer that advances several videos at once keeps one memory per video; these are the
+# functions above applied to each sample with its own memory, as batched matrix products:
+# sample b of the result equals the unbatched function on sample b's queries and items.
+
+
+def read_batched(queries: Tensor, items: Tensor) -> Tensor:
+    """``read`` per sample: queries (B, N, C), items (B, M, C). (B, N, C)"""
+    with torch.no_grad():
+        w = torch.softmax(queries @ items.transpose(1, 2), dim=2)  # (B, N, M)
+        return w @ items  # (B, N, C)
+
+
+def distance_batched(queries: Tensor, items: Tensor) -> Tensor:
+    """``distance_per_sample`` with each sample's own memory: queries (B, N, C), items
+    (B, M, C). (B,)"""
+    nearest = torch.argmax(queries @ items.transpose(1, 2), dim=2)  # (B, N)
+    chosen = torch.gather(items, 1, nearest[..., None].expand(-1, -1, items.shape[2]))
+    return (queries - chosen).pow(2).flatten(1).mean(dim=1)  # (B,)
+
+
+@torch.no_grad()
+def updated_items_batched(queries: Tensor, items: Tensor) -> Tensor:
+    """``updated_items`` per sample: the update of memory b with queries b. queries
+    (B, N, C), items (B, M, C); returns (B, M, C). The softmax over queries spans each
+    sample's N queries only, as one update with those queries does."""
+    scores = queries @ items.transpose(1, 2)  # (B, N, M)
+    v = torch.softmax(scores, dim=1)  # (B, N, M): over each sample's queries
+    nearest = torch.argmax(scores, dim=2)  # (B, N)
+    assign = F.one_hot(nearest, items.shape[1]).to(queries.dtype)  # (B, N, M)
+    weight = assign * v / v.amax(dim=1, keepdim=True)  # (B, N, M)
+    delta = weight.transpose(1, 2) @ queries  # (B, M, C)
+    chosen = assign.sum(dim=1) > 0  # (B, M)
+    return torch.where(chosen[..., None], F.normalize(items + delta, dim=2), items)
+
+
 def updated_items_loop(queries: Tensor, items: Tensor) -> Tensor:
     """Reference form of ``updated_items`` with a Python loop over items, as the paper's
     code writes it. For tests and the benchmark only."""

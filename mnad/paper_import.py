@@ -10,6 +10,12 @@ is such a class or one of the tensor-rebuilding functions that ``torch.load`` al
 ``weights_only=True``. It then unpickles with ``weights_only=True``, standing a plain stub
 class (with no code) in for each named class, and takes the parameters and buffers out of the
 stubs' state. Nothing of the foreign package is imported, and no foreign code runs.
+
+The paper's loader reads frames with OpenCV, whose colour frames are BGR; ingest decodes
+RGB. A 3-channel model is therefore imported with ``channel_order="bgr"``, and every path
+that feeds it frames (:func:`mnad.clips.model_frames`) reverses colour frames for it. Grey
+frames repeated to 3 channels, as the paper's loader reads grey video, read the same either
+way.
 """
 
 from __future__ import annotations
@@ -193,6 +199,7 @@ def infer_model_config(
         height=height,
         width=width,
         channels=channels,
+        channel_order="bgr" if channels == 3 else "rgb",  # OpenCV's order, as it was trained
         input_frames=int(first.shape[1]) // channels,
         width_mult=width_mult,
         memory_size=memory_size,

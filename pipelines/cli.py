@@ -51,6 +51,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_score",
         "score every frame of a split or archive with a trained model; write the report",
     ),
+    "export": (
+        "pipelines.export",
+        "ExportConfig",
+        "run_export",
+        "export a model for inference (ONNX): the memory an input, its update the runtime's",
+    ),
     "evaluate": (
         "pipelines.evaluate",
         "EvaluateConfig",

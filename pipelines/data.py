@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mnad.clips import stack_clips
+from mnad.clips import fitted_shape, model_frames, stack_clips
+from mnad.config import ModelConfig
 from pipelines.errors import UserError
 from pipelines.schema import (
     DATA_SUMMARY_FILE,
@@ -186,17 +187,21 @@ class ClipBatch(NamedTuple):
     clips: np.ndarray  # (k, T*C, H, W) uint8
 
 
-def video_clips(path: str, clip_length: int, chunk_frames: int = 256) -> Iterator[ClipBatch]:
+def video_clips(
+    path: str, clip_length: int, chunk_frames: int = 256, *, fit: ModelConfig | None = None
+) -> Iterator[ClipBatch]:
     """Every clip of one video in frame order, reading at most ``chunk_frames`` new frames
     at a time and keeping the last T - 1 frames across chunks. A video shorter than T
-    yields nothing."""
+    yields nothing. With ``fit``, frames are made what that model takes as they are read
+    (:func:`mnad.clips.model_frames`: size, grey, channel order)."""
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, not {chunk_frames}")
     fs, file = resolve(path)
     with fs.open_input_file(file) as f:
         reader = pq.ParquetFile(f)
         shape = shape_from_schema(reader.schema_arrow)
-        carry = np.empty((0, *shape), dtype=np.uint8)  # (<= T-1, H, W, C) frames kept
+        kept = shape if fit is None else fitted_shape(shape, fit)
+        carry = np.empty((0, *kept), dtype=np.uint8)  # (<= T-1, H, W, C) frames kept
         seen = 0
         columns = ["frame_index", "label", "frame"]
         for batch in reader.iter_batches(batch_size=chunk_frames, columns=columns):
@@ -204,7 +209,10 @@ def video_clips(path: str, clip_length: int, chunk_frames: int = 256) -> Iterato
             if not np.array_equal(index, np.arange(seen, seen + len(index))):
                 raise ValueError(f"{path}: frames out of order at {seen}")
             seen += len(index)
-            frames = np.concatenate([carry, frames_to_numpy(batch.column("frame"), shape)])
+            new = frames_to_numpy(batch.column("frame"), shape)  # (n, H, W, C)
+            if fit is not None:
+                new = model_frames(new, fit)
+            frames = np.concatenate([carry, new])
             count = min(len(frames) - clip_length + 1, len(index))  # clips ending in this batch
             if count > 0:
                 labels = batch.column("label").to_numpy(zero_copy_only=False)  # (n,)

@@ -38,8 +38,9 @@ def import_paper(config: ImportPaperConfig) -> Path:
         out, model, preset, extra={"source": "paper", "model_pth": str(config.model_pth)}
     )
     m = preset.model
+    order = " in BGR order as the paper's OpenCV loader read them" if m.channels == 3 else ""
     print(
-        f"mnad import-paper: wrote {path} ({m.task}, {m.channels} channels, "
+        f"mnad import-paper: wrote {path} ({m.task}, {m.channels} channels{order}, "
         f"{m.input_frames} input frames, widths {m.widths}, memory {m.memory_size}x{m.feature_dim})"
     )
     return path

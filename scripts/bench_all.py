@@ -15,6 +15,13 @@ measured side by side within that process's run:
   writes first from a few training videos.
 - scoring (``bench_score.py``): the streaming scorer against a bare batched forward and
   against the paper's per-frame loop (untrained ``small`` model, test frames).
+- archive (``bench_archive.py``): ``mnad ingest`` and ``mnad score`` of a synthetic archive
+  of short videos at two sizes ten times apart: the larger's scoring rate and the scoring
+  driver's peak memory against the smaller's; and ``mnad ingest`` of one long video.
+
+``--json`` writes, beside the table, a ``ratios`` object: each of ``RATIOS`` as the stage's
+script wrote it under ``ratios`` in its JSON (the last command's), from this run; a ratio
+that no stage of this run wrote is null, and ``ratio_notes`` says why.
 
 Data: UCSD Ped2 at ``../shared/datasets/ucsd_ped2`` if it is there; otherwise, or with
 ``--synthetic``, a synthetic set written by ``mnad synth``; the header says which. The sizes
@@ -69,6 +76,9 @@ class Sizes:
     train_epochs: int  # epoch 1 is a warm-up; the rates are over epochs 2..E
     score_clips: int
     score_rounds: int
+    archive_small: int = 200  # short videos of the smaller synthetic archive
+    archive_large: int = 2000  # and of the larger, ten times as many
+    archive_long_minutes: float = 60.0  # one long video, ingested (0: none)
 
 
 FULL = Sizes(
@@ -77,7 +87,8 @@ FULL = Sizes(
 )  # fmt: skip
 QUICK = Sizes(
     model_steps=3, ingest_repeat=1, ingest_all=False, train_videos=1, synth_frames=48,
-    train_epochs=2, score_clips=48, score_rounds=1,
+    train_epochs=2, score_clips=48, score_rounds=1, archive_small=10, archive_large=100,
+    archive_long_minutes=2.0,
 )  # fmt: skip
 
 
@@ -199,6 +210,24 @@ def score_rows(f: dict) -> list[Row]:
                 f"paper's per-frame loop: {fps('per-frame loop (default)')}",
                 ratio_text(paths[frame]["x_loop"])),
         ]  # fmt: skip
+    ratios, key = f.get("ratios", {}), f.get("key_threshold", {})
+    if ratios:  # exact per-video lockstep scoring, where measured
+        label = key["label"]
+        at = f"threshold {label} ({key['updated']:.0%} update), {key['slots']} videos at once"
+        exact_key, bf16_key = "score_exact_vs_no_update", "score_bf16_vs_paper_loop"
+        rows += [
+            Row("scoring", f"lockstep, exact, {at}: {fps(f'lockstep ({label})')}",
+                f"the same, no update: {fps('lockstep no-update')}",
+                ratio_text(ratios[exact_key], exact_key)),
+            Row("scoring", f"lockstep, bf16, {at}: {fps(f'  lockstep bf16 ({label})')}",
+                f"paper's per-frame loop: {fps(f'per-frame loop ({label})')}",
+                ratio_text(ratios[bf16_key], bf16_key)),
+        ]  # fmt: skip
+    for c in f["checks"]:
+        if "lockstep_decisions_equal" in c:
+            same = "equal" if c["lockstep_decisions_equal"] else "DIFFER"
+            rows.append(Row("scoring", f"check, lockstep vs each video alone: update decisions "
+                            f"{same}, PSNR within {c['max_psnr_diff_db']:.1e} dB"))  # fmt: skip
     exact = [c for c in f["checks"] if "decisions_equal" in c]
     differ = [c["threshold"] for c in exact if not c["decisions_equal"]]
     psnr = max((c["max_psnr_diff_db"] for c in exact), default=0.0)
@@ -214,12 +243,89 @@ def score_rows(f: dict) -> list[Row]:
     return rows
 
 
+def archive_rows(f: dict) -> list[Row]:
+    small, large = f["sizes"]["small"], f["sizes"]["large"]
+    ratios = f["ratios"]
+    rows = [
+        Row("archive", f"ingest, {s['videos']} short videos: {s['ingest_fps']:.0f} frames/s")
+        for s in (small, large)
+    ]
+    rows += [
+        Row(
+            "archive",
+            f"mnad score, {large['videos']} videos: {large['score_fps']:.0f} frames/s",
+            f"{small['videos']} videos: {small['score_fps']:.0f} frames/s",
+            ratio_text(ratios["archive_rate_large_vs_small"], "target >= 0.8"),
+        ),
+        Row(
+            "archive",
+            f"mnad score, {large['videos']} videos: driver peak {large['driver_peak_mib']:.0f} MiB",
+            f"{small['videos']} videos: {small['driver_peak_mib']:.0f} MiB",
+            ratio_text(ratios["archive_driver_memory_large_vs_small"], "memory, target <= 1.2"),
+        ),
+    ]
+    long = f.get("long_video")
+    if long:
+        rows.append(
+            Row(
+                "archive",
+                f"ingest, one video of {long['minutes']:g} min: {long['ingest_fps']:.0f} frames/s",
+            )
+        )
+    return rows
+
+
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "model": model_rows,
     "ingest": ingest_rows,
     "training": train_rows,
     "scoring": score_rows,
+    "archive": archive_rows,
 }
+NO_DATA = ("model", "archive")
+"""Stages that make what they measure themselves: no shared DATA is prepared for them."""
+
+RATIOS = {
+    "score_exact_vs_no_update": "scoring",
+    "score_bf16_vs_paper_loop": "scoring",
+    "train_vs_bare_loop": "training",
+    "ingest_vs_ffmpeg": "ingest",
+    "ingest_long_2_vs_1_cores": "ingest",
+    "archive_driver_memory_large_vs_small": "archive",
+    "archive_rate_large_vs_small": "archive",
+}
+"""The ratios ``--json`` reports, each with the stage whose script writes it."""
+RATIO_FALLBACKS = {"ingest_vs_ffmpeg": "median_ratio"}
+"""Ratios a script writes under another name of its own (bench_ingest.py's median)."""
+
+
+def collect_ratios(results: list[StageResult]) -> tuple[dict[str, float | None], dict[str, str]]:
+    """(``RATIOS`` -> the value the stage's script wrote in this run, or None; key -> why it
+    is None). A value is taken from the stage's ``ratios`` object (or its
+    ``RATIO_FALLBACKS`` figure), never derived here."""
+    by_stage = {r.name: r for r in results}
+    values: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for key, stage in RATIOS.items():
+        result = by_stage.get(stage)
+        value, why = None, ""
+        if result is None:
+            why = f"the {stage} stage was not run"
+        elif result.error is not None or result.figures is None:
+            why = f"the {stage} stage failed: {result.error}"
+        else:
+            written = result.figures.get("ratios") or {}
+            value = written.get(key, result.figures.get(RATIO_FALLBACKS.get(key, ""), None))
+            if value is None and key in written:
+                why = f"the {stage} stage wrote {key} as null"
+            elif value is None:
+                why = f"the {stage} stage's script wrote no ratios.{key}"
+        if isinstance(value, int | float) and math.isfinite(value):
+            values[key] = float(value)
+        else:
+            values[key] = None
+            notes[key] = why or f"the {stage} stage wrote {key} as {value!r}, not a number"
+    return values, notes
 
 
 class StageResult(NamedTuple):
@@ -409,9 +515,27 @@ def stage_commands(name: str, data: Data, sizes: Sizes, args: argparse.Namespace
              "--epochs", str(sizes.train_epochs), "--workers", "1", "--threads", cpus,
              "--json", str(json_path)],
         ]  # fmt: skip
+    if name == "archive":
+        return [[py, str(SCRIPTS / "bench_archive.py"), "--small", str(sizes.archive_small),
+                 "--large", str(sizes.archive_large), "--long-minutes",
+                 str(sizes.archive_long_minutes), "--json", str(json_path)]]  # fmt: skip
     return [[py, str(SCRIPTS / "bench_score.py"), "--preset", "small", "--frames",
              str(sizes.score_clips), "--rounds", str(sizes.score_rounds), "--threads", cpus,
              "--frames-dir", str(data.test_frames), "--json", str(json_path)]]  # fmt: skip
+
+
+def json_doc(
+    header: list[str], info: dict, sizes: Sizes, wall: float, results: list[StageResult]
+) -> dict:
+    """What ``--json`` writes: the header, the machine, the sizes, each stage's figures, the
+    table's rows and the ``ratios`` (with ``ratio_notes`` for those that are null)."""
+    ratios, notes = collect_ratios(results)
+    return {
+        "header": header, "machine": info, "sizes": asdict(sizes), "wall_s": wall,
+        "stages": [r._asdict() for r in results],
+        "rows": [r._asdict() for r in table_rows(results)],
+        "ratios": ratios, "ratio_notes": notes,
+    }  # fmt: skip
 
 
 def usable_cores() -> int:
@@ -454,6 +578,8 @@ def main() -> int:
     parser.add_argument("--stages", nargs="+", choices=list(ROWS), default=list(ROWS),
                         help="run only these stages")  # fmt: skip
     parser.add_argument("--stage-timeout", type=float, default=600, help="seconds per stage")
+    parser.add_argument("--archive-timeout", type=float, default=5400,
+                        help="seconds for the archive stage")  # fmt: skip
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
 
@@ -467,20 +593,19 @@ def main() -> int:
     data, data_error = None, "data: not needed"
     try:
         try:
-            if stages != ["model"]:
+            if any(name not in NO_DATA for name in stages):
                 data, data_error = prepare_data(out, sizes, args.ped2, args.synthetic), None
         except Exception as err:  # a stage that needs data fails with this line
             data_error = f"data: {type(err).__name__}: {err}"
         print(f"data: {data.description if data else data_error}", flush=True)
         for i, name in enumerate(stages, 1):
-            if data is None and name != "model":
+            if data is None and name not in NO_DATA:
                 results.append(StageResult(name, 0.0, None, data_error))
                 continue
             commands = stage_commands(name, data, sizes, args, out)
             print(f"[{i}/{len(stages)}] {name} ...", end=" ", flush=True)
-            result = run_stage(
-                name, commands, out / f"{name}.json", out / f"{name}.log", args.stage_timeout
-            )
+            timeout = args.archive_timeout if name == "archive" else args.stage_timeout
+            result = run_stage(name, commands, out / f"{name}.json", out / f"{name}.log", timeout)
             results.append(result)
             print(f"{result.seconds:.0f} s" + (f", FAILED: {result.error}" if result.error else ""))
             if result.error:
@@ -512,10 +637,8 @@ def main() -> int:
     print()
     print(f"stages: {times}; total wall time {minutes(wall)}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "header": header, "machine": info, "sizes": asdict(sizes), "wall_s": wall,
-            "stages": [r._asdict() for r in results], "rows": [r._asdict() for r in rows],
-        }, indent=2))  # fmt: skip
+        doc = json_doc(header, info, sizes, wall, results)
+        args.json.write_text(json.dumps(doc, indent=2))
     return 1 if any(r.error for r in results) else 0
 
 

@@ -2,6 +2,7 @@
 
     python scripts/bench_ingest.py throughput [--source DIR] [--size H W] [--cpus N] [--repeat N]
     python scripts/bench_ingest.py memory [--frames-per-video N] [--videos N]
+    python scripts/bench_ingest.py long [--long-seconds S] [--segment-seconds S]
 
 Either mode takes ``--json PATH`` to also write the figures it prints to PATH.
 
@@ -10,6 +11,16 @@ alternately: bare (the same ffmpeg command that ingest runs, N processes in para
 read from the pipe and dropped), then as the Ray Data ingest job (hash, decode, labels,
 Parquet shards, manifest, Ray Data scheduling); it prints both rates and their ratio per run,
 and the median ratio. Without ``--source`` it synthesizes a source of long videos first.
+
+``long`` encodes one long video (default an hour of 64x64 at 10 fps, 36 000 frames of
+``testsrc2`` in h264, cached in the temporary folder between runs) and ingests it with Ray
+limited to 1 CPU, then to 2: the video is cut into ``--segment-seconds`` segments decoded
+in parallel. It prints ``ingest_long_2_vs_1_cores`` (the 1-CPU time over the 2-CPU time)
+and ``ingest_vs_ffmpeg`` (the 2-CPU ingest rate over bare ffmpeg decoding the same file in
+one pass with 2 threads), and checks that both ingests hold every frame.
+
+``throughput`` prints its median ratio as ``ingest_vs_ffmpeg`` too; ``--json`` writes the
+figures under the same keys.
 
 ``memory`` synthesizes a source of long videos (20 000+ frames in all) and samples, every
 0.1 s while ingest runs, the resident memory of the driver, the Ray workers and their ffmpeg
@@ -21,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -91,11 +104,72 @@ def throughput(args: argparse.Namespace, tmp: str) -> dict:
           f"{args.cpus} CPUs, compression {args.compression}, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"ratio ingest/bare: median {statistics.median(ratios):.2f} of {args.repeat} runs")
+    print(f"ingest_vs_ffmpeg {statistics.median(ratios):.2f}")
     return {
+        "ingest_vs_ffmpeg": statistics.median(ratios),
         "mode": "throughput", "source": source, "videos": len(videos), "frames": frames_bare,
         "size": size, "cpus": args.cpus, "compression": args.compression,
         "load_average": os.getloadavg()[0], "runs": runs,
         "median_ratio": statistics.median(ratios),
+    }  # fmt: skip
+
+
+def _long_video(seconds: int) -> Path:
+    """An h264 video of ``seconds`` of 64x64 ``testsrc2`` at 10 fps, encoded once and kept
+    in the temporary folder (encoding an hour takes a while)."""
+    path = Path(tempfile.gettempdir()) / f"mnad-bench-long-{seconds}s.mp4"
+    if not path.exists():
+        start = time.perf_counter()
+        tmp = path.with_suffix(".tmp.mp4")
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f",
+             "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-t", str(seconds), "-c:v",
+             "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp)],
+            check=True,
+        )  # fmt: skip
+        tmp.rename(path)
+        print(f"encoded {path} ({seconds} s) in {time.perf_counter() - start:.1f} s")
+    return path
+
+
+def long_video(args: argparse.Namespace, tmp: str) -> dict:
+    video = _long_video(args.long_seconds)
+    source = Path(tmp) / "long"
+    source.mkdir()
+    shutil.copy(video, source / "long.mp4")
+    spec = DecodeSettings(imageio_ffmpeg.get_ffmpeg_exe(), channels=1, threads=2)
+    start = time.perf_counter()
+    frames = bare_decode(VideoSource("test", "long", str(source / "long.mp4")), spec, 16 << 20)
+    bare = frames / (time.perf_counter() - start)
+    seconds = {}
+    for cpus in (1, 2):
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        out = f"{tmp}/data{cpus}"
+        config = IngestConfig(
+            str(source), out, layout="videos", segment_seconds=args.segment_seconds, quiet=True
+        )
+        start = time.perf_counter()
+        result = run_ingest(config)
+        seconds[cpus] = time.perf_counter() - start
+        ray.shutdown()
+        if result.exit_status != 0 or result.splits["test"]["frames"] != frames:
+            raise SystemExit(f"ingest at {cpus} CPU: {result.failed or result.splits}")
+        shutil.rmtree(out)
+        print(f"mnad ingest, Ray with {cpus} CPU: {seconds[cpus]:.1f} s, "
+              f"{frames / seconds[cpus]:.0f} frames/s")  # fmt: skip
+    segments = -(-args.long_seconds // args.segment_seconds) if args.segment_seconds else 1
+    ratio, versus = seconds[1] / seconds[2], frames / seconds[2] / bare
+    print(f"source: {args.long_seconds} s of 64x64 h264 at 10 fps ({frames} frames) in "
+          f"{segments:.0f} segments of --segment-seconds {args.segment_seconds:g}; bare ffmpeg "
+          f"one pass, 2 threads: {bare:.0f} frames/s; "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"ingest_long_2_vs_1_cores {ratio:.2f}")
+    print(f"ingest_vs_ffmpeg {versus:.2f}")
+    return {
+        "mode": "long", "frames": frames, "long_seconds": args.long_seconds,
+        "segment_seconds": args.segment_seconds, "seconds_1_cpu": seconds[1],
+        "seconds_2_cpus": seconds[2], "bare_fps": bare, "load_average": os.getloadavg()[0],
+        "ingest_long_2_vs_1_cores": ratio, "ingest_vs_ffmpeg": versus,
     }  # fmt: skip
 
 
@@ -203,7 +277,7 @@ def _synthesize(tmp: str, size: str, args: argparse.Namespace | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["throughput", "memory"])
+    parser.add_argument("mode", choices=["throughput", "memory", "long"])
     parser.add_argument("--source", help="throughput: a data set folder (default: synthesize)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None)
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
@@ -213,10 +287,17 @@ def main() -> None:
     parser.add_argument(
         "--frames-per-video", type=int, default=2000, help="synthetic source: frames per video"
     )
+    parser.add_argument(
+        "--long-seconds", type=int, default=3600, help="long: the video's length in seconds"
+    )
+    parser.add_argument(
+        "--segment-seconds", type=float, default=120.0, help="long: ingest's --segment-seconds"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
-        figures = (throughput if args.mode == "throughput" else memory)(args, tmp)
+        modes = {"throughput": throughput, "memory": memory, "long": long_video}
+        figures = modes[args.mode](args, tmp)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

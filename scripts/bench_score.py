@@ -1,11 +1,13 @@
 """Scoring frames/s of the product against two baselines measured in the same run.
 
     .venv/bin/python scripts/bench_score.py [--preset small] [--frames 500] [--batch 32]
-        [--threads 2] [--rounds 3] [--threshold X] [--checkpoint CKPT] [--ray] [--profile]
-        [--json PATH]
+        [--threads 2] [--rounds 3] [--threshold X] [--checkpoint CKPT] [--videos 8]
+        [--slots 8] [--ray] [--profile] [--json PATH]
 
-Rows (every one over the same clips, in memory, whole videos in sorted order, the memory
-carried from video to video as in the paper's evaluation):
+Rows (every one over the same clips, in memory: the first ``--videos`` videos in sorted
+order, each cut to an equal share of ``--frames`` (``--videos 0``: whole videos until
+``--frames``); the memory carried from video to video as in the paper's evaluation, except
+in the lockstep rows):
 
 - ``bare forward``: the limit of a plain batched model: ``model(x)`` in eval mode under
   ``no_grad``, batches of B clips, no scores, no memory update.
@@ -19,6 +21,16 @@ carried from video to video as in the paper's evaluation):
   on the model as trained; ``bf16``: the same under ``--precision bf16``.
 - ``scorer batch`` / ``scorer no-update``: the same with ``granularity="batch"`` and with
   ``update=False``.
+- ``lockstep``: per-video scoring as the scoring actors do it (``--memory per-video``):
+  ``mnad.lockstep.LockstepScorer`` on the inference copy, ``--slots`` videos at once, each
+  from the trained memory with the paper's per-frame update (exact); ``lockstep no-update``
+  the same scorer with ``update=False``; ``lockstep bf16`` under ``--precision bf16``.
+
+Two ratios are printed on their own lines (and under ``ratios`` in ``--json``), at the
+"key" threshold: the preset's if at least half the frames update there (a trained model
+updates after 75 to 90 % of Ped2's frames), else the gate at which 80 % of them do:
+``score_exact_vs_no_update`` (exact lockstep / the same scorer without updates: what the
+per-frame update costs) and ``score_bf16_vs_paper_loop`` (bf16 lockstep / the per-frame loop).
 
 Each gated row runs at the preset's threshold (or ``--threshold``), at the median update gate
 of the frames (about half of them update: the hardest case for the speculative decoder), and
@@ -60,6 +72,7 @@ from mnad import anomaly_score as scores  # noqa: E402
 from mnad import memory as mem  # noqa: E402
 from mnad.clips import model_clips, stack_clips  # noqa: E402
 from mnad.config import Preset, get_preset  # noqa: E402
+from mnad.lockstep import LockstepScorer  # noqa: E402
 from mnad.network import MNAD, build_model, inference_copy  # noqa: E402
 from mnad.streaming import FrameScores, StreamingScorer  # noqa: E402
 
@@ -73,11 +86,13 @@ Clips = tuple[torch.Tensor, torch.Tensor]  # inputs (n, T*C, H, W), targets (n, 
 # --- inputs ----------------------------------------------------------------------------------
 
 
-def load_videos(frames_dir: Path, preset: Preset, clips_wanted: int) -> list[Video]:
-    """Whole test videos in sorted order until ``clips_wanted`` clips (the last one cut).
+def load_videos(frames_dir: Path, preset: Preset, clips_wanted: int, count: int = 0) -> list[Video]:
+    """Test videos in sorted order: the first ``count`` videos, each cut to an equal share of
+    ``clips_wanted`` clips; with ``count`` 0, whole videos until ``clips_wanted`` clips (the
+    last one cut).
 
     Grey uint8 frames at the preset's size; labels from ``frame_labels_ped2.npy`` if it fits.
-    Random frames, with a warning, if the folder holds none.
+    Random frames, with a warning, if the folder holds none (``count`` videos of them).
     """
     cfg = preset.model
     span = cfg.clip_length - 1  # frames of a video that get no clip
@@ -85,8 +100,12 @@ def load_videos(frames_dir: Path, preset: Preset, clips_wanted: int) -> list[Vid
     if not dirs:
         warnings.warn(f"no frames under {frames_dir}: random frames instead", stacklevel=1)
         rng = np.random.default_rng(0)
-        shape = (clips_wanted + span, cfg.height, cfg.width, 1)
-        return [("random", rng.integers(0, 256, shape, np.uint8), np.zeros(shape[0], np.int8))]
+        n = max(1, count)
+        shape = (-(-clips_wanted // n) + span, cfg.height, cfg.width, 1)
+        return [
+            (f"random{i}", rng.integers(0, 256, shape, np.uint8), np.zeros(shape[0], np.int8))
+            for i in range(n)
+        ]
     from PIL import Image
 
     all_labels = None
@@ -94,10 +113,11 @@ def load_videos(frames_dir: Path, preset: Preset, clips_wanted: int) -> list[Vid
     if labels_file.is_file():
         all_labels = np.load(labels_file)
     videos, offset, clips = [], 0, 0
+    share = -(-clips_wanted // count) if count else 0
     for d in dirs:
         files = sorted(d.glob("*.jpg"))
         total = len(files)
-        files = files[: clips_wanted - clips + span]
+        files = files[: (share or clips_wanted - clips) + span]
         frames = np.stack(
             [
                 np.asarray(
@@ -112,7 +132,7 @@ def load_videos(frames_dir: Path, preset: Preset, clips_wanted: int) -> list[Vid
         offset += total
         videos.append((d.name, frames, labels))
         clips += max(0, len(files) - span)
-        if clips >= clips_wanted:
+        if (count and len(videos) == count) or (not count and clips >= clips_wanted):
             break
     return videos
 
@@ -135,6 +155,33 @@ def run_scorer(model: MNAD, videos: list[Clips], batch: int, **options) -> Frame
     parts = []
     with torch.no_grad():
         for inputs, targets in videos:
+            for i in range(0, inputs.shape[0], batch):
+                parts.append(scorer.score(inputs[i : i + batch], targets[i : i + batch]))
+    return FrameScores.concat(parts)
+
+
+def run_lockstep(
+    model: MNAD, videos: list[Clips], batch: int, slots: int, **options
+) -> FrameScores:
+    """Per-video scoring as the actors do it: ``slots`` videos at once, each from the trained
+    memory, handed over in runs of B clips; results in the order of the videos."""
+    scorer = LockstepScorer(model, slots=slots, ahead=min(batch, 16), **options)
+    runs = [
+        (i, [(x[j : j + batch], y[j : j + batch]) for j in range(0, x.shape[0], batch)])
+        for i, (x, y) in enumerate(videos)
+    ]
+    done = {f.key: f.scores for f in scorer.score(runs)}
+    return FrameScores.concat([done[i] for i in range(len(videos))])
+
+
+def run_per_video(model: MNAD, videos: list[Clips], batch: int, **options) -> FrameScores:
+    """Each video through one StreamingScorer from the trained memory: what lockstep must
+    equal."""
+    scorer = StreamingScorer(model, **options)
+    parts = []
+    with torch.no_grad():
+        for inputs, targets in videos:
+            scorer.reset()
             for i in range(0, inputs.shape[0], batch):
                 parts.append(scorer.score(inputs[i : i + batch], targets[i : i + batch]))
     return FrameScores.concat(parts)
@@ -293,6 +340,13 @@ def main() -> None:
                         help="update gate threshold (default: the preset's)")  # fmt: skip
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: untrained)")
     parser.add_argument("--frames-dir", type=Path, default=PED2 / "testing" / "frames")
+    parser.add_argument(
+        "--videos",
+        type=int,
+        default=8,
+        help="videos, each an equal share of --frames (0: whole videos)",
+    )
+    parser.add_argument("--slots", type=int, default=8, help="lockstep: videos at once")
     parser.add_argument("--ray", action="store_true", help="also time the mnad score Ray job")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the scorer at the median threshold")  # fmt: skip
@@ -310,7 +364,7 @@ def main() -> None:
         model, weights = build_model(preset.model, seed=0).eval(), "untrained (seed 0)"
     cfg = preset.model
     n_wanted = args.frames or (500 if cfg.height <= 128 else 8)
-    raw = load_videos(args.frames_dir, preset, n_wanted)
+    raw = load_videos(args.frames_dir, preset, n_wanted, args.videos)
     videos = [video_clips(frames, preset) for _, frames, _ in raw]
     n = sum(v[0].shape[0] for v in videos)
     print(
@@ -325,6 +379,12 @@ def main() -> None:
     probe = run_scorer(model, videos, args.batch, update=False)
     half_t = float(np.median(probe.point_score))
     thresholds = {"default": default_t, "median": half_t, "all": math.inf}
+    if float(np.mean(probe.point_score < default_t)) >= 0.5:
+        key_label = "default"
+    else:  # an untrained model: the gate at which 80 % of the frames update, as trained ones
+        key_label = "80%"
+        thresholds[key_label] = float(np.quantile(probe.point_score, 0.8))
+    key_t = thresholds[key_label]
     print(f"# thresholds: default {default_t:.4g}, median gate {half_t:.4g}, all inf; "
           f"gate range {probe.point_score.min():.4g}..{probe.point_score.max():.4g}")  # fmt: skip
     figures = {
@@ -356,6 +416,16 @@ def main() -> None:
             rows.append(Row(f"scorer batch ({label})", t,
                             lambda v, t=t: run_scorer(folded, v, b, threshold=t,
                                                      granularity="batch")))  # fmt: skip
+    slots = max(1, min(args.slots, len(videos)))
+    for label in dict.fromkeys([key_label, "all"]):
+        t = thresholds[label]
+        rows.append(Row(f"lockstep ({label})", t,
+                        lambda v, t=t: run_lockstep(folded, v, b, slots, threshold=t)))  # fmt: skip
+    rows.append(Row(f"  lockstep bf16 ({key_label})", key_t,
+                    lambda v: run_lockstep(folded, v, b, slots, threshold=key_t,
+                                           precision="bf16")))  # fmt: skip
+    rows.append(Row("lockstep no-update", None,
+                    lambda v: run_lockstep(folded, v, b, slots, update=False)))  # fmt: skip
     rows.append(Row("scorer no-update", None, lambda v: run_scorer(folded, v, b, update=False)))
     rows.append(Row("  bf16 no-update", None, lambda v: run_scorer(folded, v, b, update=False,
                                                                    precision="bf16")))  # fmt: skip
@@ -403,6 +473,17 @@ def main() -> None:
         )
         figures["checks"].append({"threshold": fmt_threshold(t), "decisions_equal": same,
                                   "max_psnr_diff_db": dpsnr})  # fmt: skip
+    lock = next(r for r in rows if r.name == f"lockstep ({key_label})").result
+    alone = run_per_video(folded, videos, b, threshold=key_t)
+    assert lock is not None
+    same = np.array_equal(lock.updated, alone.updated)
+    dpsnr = float(np.max(np.abs(lock.psnr - alone.psnr))) if len(lock.psnr) else 0.0
+    print(f"# check, lockstep ({slots} slots) vs each video scored alone at threshold "
+          f"{key_label}: update decisions {'equal' if same else 'DIFFER'}, max |PSNR| "
+          f"{dpsnr:.2e} dB")  # fmt: skip
+    figures["checks"].append({"threshold": f"{key_label}, lockstep vs per video",
+                              "lockstep_decisions_equal": same,
+                              "max_psnr_diff_db": dpsnr})  # fmt: skip
     bf16 = next(r for r in rows if r.name.startswith("  bf16 (")).result
     exact = loops[thresholds["default"]].result
     assert bf16 is not None and exact is not None
@@ -412,6 +493,28 @@ def main() -> None:
           f"max |PSNR bf16 - loop| {dpsnr:.3f} dB")  # fmt: skip
     figures["checks"].append({"threshold": "default, bf16", "decisions_agree": agree,
                               "max_psnr_diff_db": dpsnr})  # fmt: skip
+
+    def rate(name: str) -> float:
+        return statistics.median(next(r for r in rows if r.name == name).rates(n))
+
+    ratios = {
+        "score_exact_vs_no_update": rate(f"lockstep ({key_label})") / rate("lockstep no-update"),
+        "score_bf16_vs_paper_loop": rate(f"  lockstep bf16 ({key_label})")
+        / rate(f"per-frame loop ({key_label})"),
+    }
+    updated = next(r for r in rows if r.name == f"lockstep ({key_label})").result
+    assert updated is not None
+    print(
+        f"# ratios at threshold {key_label} ({fmt_threshold(key_t)}, "
+        f"{updated.updated.mean():.0%} of frames update), {slots} videos in lockstep:"
+    )
+    for key, value in ratios.items():
+        print(f"{key} {value:.3f}")
+    figures["ratios"] = ratios
+    figures["key_threshold"] = {
+        "label": key_label, "threshold": fmt_threshold(key_t),
+        "updated": float(updated.updated.mean()), "slots": slots,
+    }  # fmt: skip
 
     if args.profile:
         import cProfile

@@ -1,7 +1,7 @@
 """Training throughput through Ray Train against a bare PyTorch loop, measured in one run.
 
     .venv/bin/python scripts/bench_train.py DATA [--preset small] [--epochs 2] [--workers 1 2]
-        [--threads 1] [--json PATH]
+        [--threads 1] [--json PATH] [--sync-bn-cost]
 
 Baseline: one process, the same model, batch and threads, over clips already in memory as a
 uint8 tensor (the same uint8 -> [-1, 1] conversion per batch), the memory updated by the
@@ -19,7 +19,16 @@ Also printed: clips per CPU-second (process CPU time: the baseline's, the sum of
 workers'), which a busy shared machine distorts far less than wall time; its ratio is the
 Ray Train loop's own overhead (data iteration, collectives, Ray's threads; the Ray Data read
 tasks run in other processes and are not counted). The aim is a ratio >= 0.9 for one
-worker. Nothing here is asserted; ``--json`` also writes the figures to PATH.
+worker. When the training frames fit in memory (``pipelines.train.data.fits_in_memory``)
+the workers cut their clips from frames in the object store and no read task runs beside
+them; the first line says which input the run uses.
+
+``--sync-bn-cost`` measures instead what synchronised BatchNorm costs a step: the worker
+loop (``TorchTrainer`` over ``train_loop``, clips in memory) with 2 workers with and without
+it, in turns (with, without, with, without) so that a change in load hits both; the ratio
+is the mean step time with over without.
+
+Nothing here is asserted; ``--json`` also writes the figures to PATH.
 """
 
 from __future__ import annotations
@@ -43,7 +52,14 @@ from mnad.losses import training_losses  # noqa: E402
 from mnad.network import build_model  # noqa: E402
 from pipelines.data import video_clips  # noqa: E402
 from pipelines.train import TrainConfig, load_preset, run_train  # noqa: E402
-from pipelines.train.data import list_videos  # noqa: E402
+from pipelines.train.data import (  # noqa: E402
+    ClipTable,
+    InMemoryClips,
+    fits_in_memory,
+    frames_nbytes,
+    list_videos,
+)
+from pipelines.train.worker import WorkerPlan, train_loop  # noqa: E402
 
 
 def load_clips(data: str, clip_length: int) -> torch.Tensor:
@@ -112,6 +128,57 @@ def ray_train(
     return rate, sum(r["clips"] for r in result.epochs) / wall
 
 
+def worker_loop(
+    table: ClipTable, preset_name: str, epochs: int, workers: int, sync: bool, work: Path
+) -> float:
+    """Steady clips/s of the worker loop alone (no MLflow, no registry), clips in memory."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    preset = load_preset(preset_name).replace(epochs=epochs)
+    plan = WorkerPlan(
+        preset=preset, batch_per_worker=preset.optim.batch_size // workers, checkpoint_every=0,
+        shuffle_buffer=0, threads=1, use_gpu=False, in_memory=InMemoryClips(table, None),
+        sync_batchnorm=sync,
+    )  # fmt: skip
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"plan": plan},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers),
+        run_config=ray.train.RunConfig(
+            name=f"sync-{sync}-{time.time_ns()}", storage_path=str(work)
+        ),
+    )
+    history = trainer.fit().return_value
+    steady = history[1:] or history
+    return float(np.mean([r["clips_per_s"] for r in steady]))
+
+
+def sync_bn_cost(args: argparse.Namespace) -> None:
+    """Step time of 2 workers with synchronised BatchNorm over without, in turns."""
+    import ray
+
+    preset = load_preset(args.preset)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    videos = list_videos(args.data, "train")
+    table = ClipTable.load(videos, preset.model.clip_length, fit=preset.model)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
+        for sync in (True, False, True, False):
+            rates[sync].append(worker_loop(table, args.preset, args.epochs, 2, sync, Path(tmp)))
+            print(f"2 workers, SyncBN {'on ' if sync else 'off'}: {rates[sync][-1]:7.1f} clips/s")
+    ray.shutdown()
+    step = {sync: preset.optim.batch_size / float(np.mean(r)) for sync, r in rates.items()}
+    print(
+        f"step time with / without SyncBN: {step[True] * 1e3:.1f} / {step[False] * 1e3:.1f} ms,"
+        f" ratio {step[True] / step[False]:.3f}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"rates": {str(k): v for k, v in rates.items()},
+                                         "ratio": step[True] / step[False]}, indent=2))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", help="DATA folder written by `mnad ingest`")
@@ -120,9 +187,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=1, help="threads per process")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--sync-bn-cost", action="store_true", help="measure SyncBN's cost a step instead"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if args.sync_bn_cost:
+        sync_bn_cost(args)
+        return
 
     import ray
 
@@ -137,6 +210,10 @@ def main() -> None:
     ray.init(
         num_cpus=max(args.workers) * args.threads, include_dashboard=False, log_to_driver=False
     )
+    shape = tuple(clips.shape[2:]) + (clips.shape[1] // preset.model.clip_length,)
+    nbytes = frames_nbytes(list_videos(args.data, "train"), shape)
+    where = "in memory" if fits_in_memory(nbytes) else "streamed by Ray Data"
+    print(f"training input: {nbytes / 2**20:.0f} MiB of frames, {where}")
     runs = {}
     with tempfile.TemporaryDirectory(prefix="mnad-bench-") as tmp:
         for workers in args.workers:

@@ -4,23 +4,21 @@ a job wrote: micro and macro AUC, the threshold and the held-out alarm rate of e
     .venv/bin/python scripts/calibration_study.py SCORES MODEL [--tracking-uri URI]
         [--alphas 0 0.3 0.6 1] [--windows 1 5 9] [--false-alarm-rate 0.001]
 
-SCORES is a folder `mnad score` wrote (its frames.parquet holds each frame's PSNR and
-feature distance); MODEL the calibrated model it scored (its calibration holds the
+SCORES is a folder `mnad score` wrote (its frames dataset, SCORES/frames, holds each frame's
+PSNR and feature distance); MODEL the calibrated model it scored (its calibration holds the
 calibration videos' PSNR and distances, so every variant is refitted from the same footage).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-
-import pyarrow.parquet as pq
 
 from mnad import metrics
 from mnad.calibration import DEFAULT_FALSE_ALARM_RATE, fit, smooth
 from mnad.checkpoint import load_checkpoint
 from pipelines import tracking
+from pipelines.score import read_frames
 from pipelines.score.events import videos
 
 
@@ -40,7 +38,7 @@ def main() -> None:
         calibration = load_checkpoint(tracking.fetch_model(ref, uri, dst=tmp)).calibration
     if calibration is None:
         raise SystemExit(f"{args.model}: no calibration (run mnad calibrate)")
-    frames = pq.read_table(os.path.join(args.scores, "frames.parquet"))
+    frames = read_frames(args.scores)
     psnr = frames.column("psnr").to_numpy()
     distance = frames.column("feature_distance").to_numpy()
     label = frames.column("label").to_numpy()

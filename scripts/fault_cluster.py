@@ -15,7 +15,7 @@ any fails. Every wait is bounded; every process and the temporary folder go at t
 - ``score``: the reference's model scored again into a new folder; in each memory mode, once
   the first part file of that mode is in S3, the process tree of a worker node running a
   scoring actor gets SIGKILL and a fresh node joins. Checked: the kill came before the job
-  ended and before the last part; the job succeeds; each ``frames.parquet`` equals the
+  ended and before the last part; the job succeeds; each frames dataset equals the
   reference's (rows, no duplicate frames, every value).
 - ``train``: the reference's training under a new name; once epoch 1 is logged and Ray
   Train has a checkpoint in S3, a worker node running a training worker is killed and a fresh
@@ -174,7 +174,7 @@ def section_score(work: Work) -> list[Row]:
     rows, kills = [], {}
     videos = len(sn.s3_keys(cluster.s3, "reference/data/test/"))
     for memory in ("per-video", "paper"):
-        parts = f"/{memory}/parts/"
+        parts = f"/{memory}/frames/"
 
         def first_part(parts: str = parts) -> list[str]:
             keys = sn.s3_keys(cluster.s3, "scorekill/scores/")
@@ -220,7 +220,7 @@ def _compare_scores(work: Work, ref: dict, got: dict) -> list[Row]:
         work.figures["score"][s["memory"]] = {"rows": b.num_rows, "rows_reference": a.num_rows,
                                               "duplicates": dup, "max_abs_diff": diff,
                                               "identical": identical}  # fmt: skip
-        rows.append(Row("score", f"{s['memory']}: frames.parquet vs uninterrupted",
+        rows.append(Row("score", f"{s['memory']}: frames vs uninterrupted",
                         f"{b.num_rows} / {a.num_rows} rows, {dup} duplicates, max |difference| "
                         f"{'-' if diff is None else f'{diff:.3g}'}, "
                         f"{'identical' if identical else 'NOT identical'}",

@@ -34,8 +34,8 @@ still run; the exit status is 1 if any check failed):
   checkpoint, in each memory mode: an uninterrupted run; then a run whose process group and
   Ray processes get SIGKILL once its first per-video part file exists, and a rerun into the
   same folder. Checked: the kill left some but not all parts, the rerun resumed those, and
-  its ``frames.parquet`` equals the uninterrupted run's (same rows, no duplicate frames,
-  max absolute difference of every score column).
+  its frames dataset (``SCORES/frames``) equals the uninterrupted run's (same rows, no
+  duplicate frames, max absolute difference of every score column).
 """
 
 from __future__ import annotations
@@ -683,9 +683,10 @@ def kill_after_first_part(work: Work, cmd: list[str], parts: Path) -> tuple[int,
 
 
 def compare_frames(a_path: Path, b_path: Path) -> dict[str, Any]:
-    import pyarrow.parquet as pq
+    """Two SCORES folders' frames datasets, row by row."""
+    from pipelines.score import read_frames
 
-    a, b = pq.read_table(a_path), pq.read_table(b_path)
+    a, b = read_frames(str(a_path)), read_frames(str(b_path))
     keys = list(zip(b["video_id"].to_pylist(), b["frame_index"].to_pylist(), strict=True))
     same_keys = a.num_rows == b.num_rows and all(
         a[c].equals(b[c]) for c in ("video_id", "frame_index", "label", "memory_updated")
@@ -718,12 +719,12 @@ def section_score(work: Work, modes: list[str]) -> list[Row]:
         ref_s = time.monotonic() - t0
         log(f"mnad score --memory {memory}: killed after its first part, then rerun")
         cmd = score_command(work, data, checkpoint, again, memory)
-        parts, left, killed_at = kill_after_first_part(work, cmd, again / "parts")
+        parts, left, killed_at = kill_after_first_part(work, cmd, again / "frames")
         t0 = time.monotonic()
         rerun = run_score_cli(work, cmd)
         rerun_s = time.monotonic() - t0
         resumed = sum(": resumed (" in line for line in rerun.stdout.splitlines())
-        cmp = compare_frames(ref / "frames.parquet", again / "frames.parquet")
+        cmp = compare_frames(ref, again)
         work.figures["score"][memory] = {
             "parts_at_kill": parts, "killed_after_s": round(killed_at, 1),
             "processes_left_after_kill": left, "videos_resumed_by_rerun": resumed,
@@ -736,7 +737,7 @@ def section_score(work: Work, modes: list[str]) -> list[Row]:
                 0 < parts < total and left == 0),
             Row("score", f"{memory}: rerun resumed the scored videos",
                 f"{resumed} of {parts}", resumed == parts),
-            Row("score", f"{memory}: rerun vs uninterrupted frames.parquet",
+            Row("score", f"{memory}: rerun vs uninterrupted frames",
                 f"{cmp['rows']} / {cmp['rows_uninterrupted']} rows, {cmp['duplicates']} "
                 f"duplicates, max |difference| {diff}, "
                 f"{'identical' if cmp['identical'] else 'NOT identical'}",

@@ -6,8 +6,13 @@ Runs the product's own stages in one process, on the GPU machine's local Ray:
    three equal channels);
 2. `mnad train --preset paper-pred --workers 1 --gpus-per-worker 1` (bf16 autocast,
    channels_last, NCCL path);
-3. `mnad score` in both memory modes on the GPU: per-video with four actors sharing it under
-   bf16, paper (one actor, the memory carried) in float32 as the paper's numbers are;
+3. `mnad score` in both memory modes on the GPU: per-video with one actor holding the GPU
+   and scoring the videos in lockstep (``mnad.lockstep.LockstepScorer``: every test video at
+   once, each with its own memory and the paper's per-frame update) under bf16, paper (one
+   actor, the memory carried) in float32 as the paper's numbers are;
+4. the lockstep scorer in this process on the trained model and the test videos: exact
+   (per-frame update) against the same scorer without updates (``score_exact_vs_no_update``)
+   and the bf16 rate, with the share of frames that updated;
 
 and prints one line per figure: training clips/s, scoring frames/s and the frame AUCs,
 next to the paper's 97.0. Meant to finish in under 10 minutes on one H100/H200-class GPU.
@@ -15,6 +20,8 @@ next to the paper's 97.0. Meant to finish in under 10 minutes on one H100/H200-c
     python scripts/gpu_paper.py --ped2 ../shared/datasets/ucsd_ped2 --out /tmp/paper [--epochs 60]
 
 With --epochs 1 --cpu it is a smoke test that runs anywhere (slowly, not the paper's figures).
+``--dry-run`` checks the scoring path in seconds on the device there is (CUDA, else the CPU):
+a small random model's lockstep scores against each video scored alone, and the rates.
 """
 
 from __future__ import annotations
@@ -34,7 +41,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--cpu", action="store_true", help="no GPU: a smoke test only")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only check the lockstep scoring path on this device (seconds)",
+    )
     args = parser.parse_args()
+    if args.dry_run:
+        return dry_run()
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -84,7 +98,9 @@ def main() -> int:
     figures["train_s"] = round(train_s, 1)
     figures["train_clips_per_s"] = round(sorted(rates)[len(rates) // 2], 1) if rates else None
 
-    gpu_share = {"paper": 1.0, "per-video": 0.25}
+    # Per-video: one actor on the whole GPU, every video in lockstep (one batch per frame
+    # step); fractions of a GPU would split the videos and the batch.
+    gpu_share = {"paper": 1.0, "per-video": 1.0}
     for memory in ("paper", "per-video"):
         scored = run_score(
             ScoreConfig(
@@ -102,10 +118,117 @@ def main() -> int:
         figures[f"{memory}_micro_auc"] = round(scored.metrics.get("micro_auc", float("nan")), 4)
         figures[f"{memory}_macro_auc"] = round(scored.metrics.get("macro_auc", float("nan")), 4)
         figures[f"{memory}_frames_per_s"] = round(scored.metrics.get("frames_per_s", 0.0), 1)
+    figures.update(lockstep_figures(result.checkpoint, str(data), "cpu" if args.cpu else "cuda"))
     figures["paper_reported_micro_auc"] = 0.970
     print(json.dumps(figures, indent=2))
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def test_clips(data: str, cfg, batch: int) -> list[tuple]:
+    """Every test video's clips, in memory, as the scoring actors read them."""
+    import torch
+
+    from pipelines.data import list_shards
+    from pipelines.score.actor import video_inputs
+
+    videos = []
+    for shard in list_shards(data, "test"):
+        parts = [c for _, c in video_inputs(shard, cfg, batch)]
+        if parts:
+            videos.append(
+                (torch.cat([p.inputs for p in parts]), torch.cat([p.target for p in parts]))
+            )
+    return videos
+
+
+def lockstep_rates(model, videos: list[tuple], device: str, threshold=None) -> dict[str, float]:
+    """Frames/s of the lockstep scorer (every video at once) exact, without updates and in
+    bf16, with the share of frames updating; one untimed warm-up each."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from mnad.lockstep import LockstepScorer
+    from pipelines.score.actor import LOCKSTEP_AHEAD, lockstep_slots
+
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    slots = min(lockstep_slots(device), len(videos))
+    frames = sum(v[0].shape[0] for v in videos)
+    out: dict[str, float] = {}
+    for name, options in (("exact", {}), ("no_update", {"update": False}),
+                          ("bf16", {"precision": "bf16"})):  # fmt: skip
+        scorer = LockstepScorer(model, threshold=threshold, slots=slots,
+                                ahead=LOCKSTEP_AHEAD[kind], **options)  # fmt: skip
+        runs = [(i, [v]) for i, v in enumerate(videos)]
+        for _ in range(2):  # the first is a warm-up
+            if kind == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            done = list(scorer.score(runs))
+            if kind == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        out[f"lockstep_{name}_frames_per_s"] = round(frames / seconds, 1)
+        if name == "exact":
+            out["lockstep_updated"] = round(
+                float(np.mean(np.concatenate([d.scores.updated for d in done]))), 3
+            )
+    out["score_exact_vs_no_update"] = round(
+        out["lockstep_exact_frames_per_s"] / out["lockstep_no_update_frames_per_s"], 3
+    )
+    out["lockstep_slots"] = slots
+    return out
+
+
+def lockstep_figures(checkpoint: str, data: str, device: str) -> dict[str, float]:
+    """The lockstep rates on the trained model (inference copy) and the test videos."""
+    from mnad.checkpoint import load_checkpoint
+    from mnad.video import scoring_model
+
+    ckpt = load_checkpoint(checkpoint)
+    model = scoring_model(ckpt, device)
+    return lockstep_rates(model, test_clips(data, ckpt.preset.model, 64), device)
+
+
+def dry_run() -> int:
+    """The scoring path on this device in seconds: a small random model's lockstep results
+    against each video scored alone (StreamingScorer), and the lockstep rates."""
+    import numpy as np
+    import torch
+
+    from mnad.config import get_preset
+    from mnad.lockstep import LockstepScorer
+    from mnad.network import build_model, inference_copy
+    from mnad.streaming import StreamingScorer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = get_preset("small").model
+    model = inference_copy(build_model(cfg, seed=0)).to(device)
+    g = torch.Generator().manual_seed(0)
+    videos = []
+    for n in (40, 25, 33, 12, 40, 7):
+        x = torch.rand(n, cfg.channels * (cfg.input_frames + 1), cfg.height, cfg.width,
+                       generator=g) * 2 - 1  # fmt: skip
+        split = cfg.channels * cfg.input_frames
+        videos.append((x[:, :split].contiguous(), x[:, split:].contiguous()))
+    probe = StreamingScorer(model, update=False)
+    gates = np.concatenate([probe.score(*v).point_score for v in videos])
+    threshold = float(np.quantile(gates, 0.8))  # about 80 % of frames update
+    alone = StreamingScorer(model, threshold=threshold)
+    together = LockstepScorer(model, threshold=threshold, slots=4, ahead=8)
+    got = {f.key: f for f in together.score([(i, [v]) for i, v in enumerate(videos)])}
+    worst, same = 0.0, True
+    for i, v in enumerate(videos):
+        alone.reset()
+        ref = alone.score(*v)
+        same &= bool(np.array_equal(ref.updated, got[i].scores.updated))
+        worst = max(worst, float(np.max(np.abs(ref.psnr - got[i].scores.psnr))))
+    figures = {"device": device, "decisions_equal": same, "max_psnr_diff_db": worst}
+    figures.update(lockstep_rates(model, videos, device, threshold))
+    print(json.dumps(figures, indent=2))
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

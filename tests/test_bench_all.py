@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -173,3 +174,78 @@ def test_error_line_takes_the_exception_of_a_traceback():
     )
     assert bench_all.error_line(log.replace("ValueError", "Exception")).startswith("Exception: ")
     assert bench_all.error_line("") == "no output"
+
+
+ARCHIVE = {
+    "sizes": {
+        "small": {"videos": 200, "frames": 6400, "scored": 5600,
+                  "ingest_s": 20.0, "ingest_fps": 320.0,
+                  "score_s": 40.0, "score_fps": 140.0, "actors_fps": 200.0,
+                  "driver_peak_mib": 600.0, "events": 12},
+        "large": {"videos": 2000, "frames": 64000, "scored": 56000,
+                  "ingest_s": 150.0, "ingest_fps": 426.7,
+                  "score_s": 380.0, "score_fps": 168.4, "actors_fps": 210.0,
+                  "driver_peak_mib": 630.0, "events": 120},
+    },
+    "long_video": {"minutes": 60.0, "frames": 90000, "ingest_s": 90.0, "ingest_fps": 1000.0},
+    "ratios": {"archive_driver_memory_large_vs_small": 1.05,
+               "archive_rate_large_vs_small": 1.203},
+}  # fmt: skip
+
+
+def test_archive_rows():
+    rows = bench_all.table_rows([StageResult("archive", 900.0, ARCHIVE)])
+    assert not any(row.failed for row in rows) and len(rows) == 5
+    ingest_small, ingest_large, rate, memory, long = rows
+    assert ingest_small.figure == "ingest, 200 short videos: 320 frames/s"
+    assert rate.figure == "mnad score, 2000 videos: 168 frames/s"
+    assert rate.baseline == "200 videos: 140 frames/s" and rate.ratio == "1.20x (target >= 0.8)"
+    assert memory.figure == "mnad score, 2000 videos: driver peak 630 MiB"
+    assert memory.ratio == "1.05x (memory, target <= 1.2)"
+    assert long.figure == "ingest, one video of 60 min: 1000 frames/s"
+    without_long = {**ARCHIVE, "long_video": None}
+    assert len(bench_all.table_rows([StageResult("archive", 1.0, without_long)])) == 4
+
+
+def test_ratios_come_from_the_stages_or_are_null_with_the_reason():
+    score = {**SCORE, "ratios": {"score_exact_vs_no_update": 0.97,
+                                 "score_bf16_vs_paper_loop": None}}  # fmt: skip
+    results = [
+        StageResult("ingest", 40.0, INGEST),  # no ratios object: its median_ratio
+        StageResult("training", 5.0, None, "bench_train.py: exit 1: RuntimeError: boom"),
+        StageResult("scoring", 80.0, score),
+        StageResult("archive", 900.0, ARCHIVE),
+    ]
+    ratios, notes = bench_all.collect_ratios(results)
+    assert list(ratios) == list(bench_all.RATIOS)
+    assert ratios["ingest_vs_ffmpeg"] == 0.8 and ratios["score_exact_vs_no_update"] == 0.97
+    assert ratios["archive_driver_memory_large_vs_small"] == 1.05
+    assert ratios["archive_rate_large_vs_small"] == 1.203
+    assert set(notes) == {k for k, v in ratios.items() if v is None} == {
+        "score_bf16_vs_paper_loop", "train_vs_bare_loop", "ingest_long_2_vs_1_cores",
+    }  # fmt: skip
+    assert notes["train_vs_bare_loop"].startswith("the training stage failed: bench_train.py")
+    assert notes["score_bf16_vs_paper_loop"] == (
+        "the scoring stage wrote score_bf16_vs_paper_loop as null"
+    )
+    assert notes["ingest_long_2_vs_1_cores"] == (
+        "the ingest stage's script wrote no ratios.ingest_long_2_vs_1_cores"
+    )
+    ratios, notes = bench_all.collect_ratios([StageResult("model", 1.0, MODEL)])
+    assert all(v is None for v in ratios.values())
+    assert notes["archive_rate_large_vs_small"] == "the archive stage was not run"
+    odd = {**ARCHIVE, "ratios": {"archive_rate_large_vs_small": "fast"}}
+    ratios, notes = bench_all.collect_ratios([StageResult("archive", 1.0, odd)])
+    assert ratios["archive_rate_large_vs_small"] is None
+    assert "not a number" in notes["archive_rate_large_vs_small"]
+
+
+def test_json_has_the_ratios_beside_the_table():
+    results = [StageResult("ingest", 40.0, INGEST), StageResult("archive", 900.0, ARCHIVE)]
+    doc = json.loads(json.dumps(bench_all.json_doc(["h"], {}, bench_all.QUICK, 1.0, results)))
+    assert doc["ratios"]["archive_rate_large_vs_small"] == 1.203
+    assert doc["ratios"]["ingest_vs_ffmpeg"] == 0.8
+    assert doc["ratios"]["train_vs_bare_loop"] is None
+    assert doc["ratio_notes"]["train_vs_bare_loop"] == "the training stage was not run"
+    assert [r["stage"] for r in doc["rows"]] == ["ingest"] + ["archive"] * 5
+    assert doc["sizes"]["archive_large"] == 10 * doc["sizes"]["archive_small"]

@@ -58,6 +58,13 @@ class IngestConfig:
         "for about the CPU of lz4, none is fastest",
         default="zstd",
     )
+    segment_seconds: float = option(
+        "a video file longer than this many seconds is cut into segments of at most this "
+        "length, decoded by parallel tasks and joined into its one shard, frame for frame as "
+        "one decode; 0: never cut",
+        default=120.0,
+        execution=True,
+    )
     ffmpeg_threads: int = option(
         "decoder threads per video; each Ray task reserves as many CPUs",
         default=1,
@@ -114,6 +121,11 @@ class IngestConfig:
         if not 1 <= self.ffmpeg_threads <= 64:
             raise OptionError(
                 "ffmpeg_threads", f"--ffmpeg-threads must be in 1..64, got {self.ffmpeg_threads}"
+            )
+        if not (math.isfinite(self.segment_seconds) and self.segment_seconds >= 0):
+            raise OptionError(
+                "segment_seconds",
+                f"--segment-seconds must be a number >= 0, got {self.segment_seconds}",
             )
         if self.fps is not None:
             if not (isinstance(self.fps, int | float) and math.isfinite(self.fps) and self.fps > 0):

@@ -17,6 +17,18 @@ stream's ``start 1.4``, else the input's ``Duration: ..., start: 0.040000``), so
 ``i`` shows at ``start_s + i / fps`` seconds of the source. A frame folder has no clock of
 its own.
 
+A :class:`Window` decodes only the frames of a video file shown in ``[start_s, stop_s)`` of
+its source's clock, for the segments of a long video that parallel tasks decode
+(:mod:`pipelines.ingest.segments`). ffmpeg seeks (``-ss`` before ``-i``: to the keyframe
+before, then it decodes and drops frames up to that time) to a margin before ``start_s``,
+keeps the source's timestamps (``-copyts``) and logs each frame's integer ``pts`` and the
+stream's time base (``showinfo``); the reader then keeps exactly the frames whose
+``pts * time_base`` falls in the window. Cutting on the stream's own integer timestamps,
+compared exactly, puts every frame in exactly one of two adjacent windows, however the frame
+rate varies or the boundary falls. A frame decoded before ``start_s`` (:attr:`FrameReader.
+saw_before`) proves that the seek landed before the window, so that its first frames are
+those a decode from the first frame gives.
+
 Every failure is a :class:`DecodeError` whose text is one line: the file and the cause.
 """
 
@@ -32,6 +44,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from types import TracebackType
 
 import ffmpeg
@@ -39,6 +52,10 @@ import ffmpeg
 from pipelines.schema import FrameShape
 
 _OUTPUT_SIZE = re.compile(r"Video: rawvideo\b.*?, (\d+)x(\d+)\b")
+_DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_SHOWINFO = "Parsed_showinfo_"
+_SHOWINFO_BASE = re.compile(r"config in time_base: (\d+)/(\d+)")
+_SHOWINFO_PTS = re.compile(r"\] n:\s*\d+ pts:\s*(\S+)")
 _INPUT_START = re.compile(r"^\s*Duration: .*?\bstart: (-?\d+(?:\.\d+)?)")
 _INPUT_VIDEO = re.compile(r"^\s*Stream #0:\d+\S*: Video: ")
 _RATE = re.compile(r"\b(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
@@ -95,6 +112,68 @@ class DecodeSettings:
         """The ffmpeg binary to run in this process: ``ffmpeg``, else :func:`ffmpeg_exe`
         (resolved here, on the node that runs it)."""
         return self.ffmpeg or ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class Window:
+    """The frames of a video file shown in ``[start_s, stop_s)`` seconds of its source's
+    clock (the clock of its timestamps, where the first frame shows at the file's start
+    time); ``None``: from the first frame, to the last.
+
+    ffmpeg seeks to ``margin_s`` before ``start_s`` (``None``: no seek, decoding from the
+    first frame), so that frames before the window come out first and prove that it started
+    early enough. ffmpeg's ``-ss`` counts from the file's start time: ``file_start_s``, or
+    (None) read from the file first.
+    """
+
+    start_s: float | None = None
+    stop_s: float | None = None
+    margin_s: float | None = 2.0
+    file_start_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_s is not None and self.stop_s is not None and self.stop_s <= self.start_s:
+            raise ValueError(f"empty window [{self.start_s}, {self.stop_s})")
+        if self.margin_s is not None and self.margin_s <= 0:
+            raise ValueError(f"margin_s must be > 0, got {self.margin_s}")
+
+    def seek_s(self, file_start_s: float) -> float | None:
+        """Where ffmpeg's input ``-ss`` (relative to the file's start time) should seek; None:
+        no seek."""
+        if self.start_s is None or self.margin_s is None:
+            return None
+        seek = self.start_s - file_start_s - self.margin_s
+        return seek if seek > 0 else None
+
+
+def first_pts(seconds: float | None, time_base: Fraction) -> int | None:
+    """The smallest integer timestamp at or after ``seconds`` in ``time_base`` units (exact:
+    every task that cuts at ``seconds`` puts the same frames on each side)."""
+    if seconds is None:
+        return None
+    ticks = Fraction(seconds) / time_base
+    return -((-ticks.numerator) // ticks.denominator)  # ceil
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ffmpeg's log says of a video file before decoding it."""
+
+    duration_s: float | None  # the container's duration; None when it gives none
+    start_s: float  # the video stream's start time (else the input's)
+    fps: float | None
+
+
+def probe(path: str, settings: DecodeSettings) -> Probe:
+    """The duration, start time and frame rate of a video file, from the description ffmpeg
+    logs of its input (``ffmpeg -i``, no output, no frame decoded). A file ffmpeg cannot
+    read gives a duration of None: decoding it reports why."""
+    cmd = [settings.executable(), "-hide_banner", "-nostdin", "-i", path]
+    done = subprocess.run(cmd, capture_output=True, check=False)
+    log = _LogReader(None)
+    for raw in done.stderr.splitlines():
+        log._parse(raw.decode("utf-8", errors="replace").rstrip())
+    return Probe(log.duration_s, log.input_start_s, log.input_fps)
 
 
 def ffmpeg_exe() -> str:
@@ -173,17 +252,49 @@ class _LogReader(threading.Thread):
         self.misdetection: str | None = None  # ffmpeg's line, when it guessed the container
         self.input_fps: float | None = None  # the input video stream's fps, else its tbr
         self.input_start_s = 0.0  # the video stream's start time (else the input's), seconds
+        self.duration_s: float | None = None  # the input's duration, when the log gives one
+        self.time_base: Fraction | None = None  # of the timestamps showinfo logs
+        self.pts: list[int | None] = []  # showinfo: each frame's timestamp, in order
+        self._frames = threading.Condition()
+        self._ended = False
         self.ready = threading.Event()  # set once the output size is known or ffmpeg ended
         self._section = ""  # "input" or "output": the stream description being read
         self._input_video = False  # the input's video stream line was read
 
     def run(self) -> None:
-        for raw in self._stream:
-            line = raw.decode("utf-8", errors="replace").rstrip()
-            self._parse(line)
-        self.ready.set()
+        try:
+            for raw in self._stream:
+                line = raw.decode("utf-8", errors="replace").rstrip()
+                self._parse(line)
+        finally:
+            self.ready.set()
+            with self._frames:
+                self._ended = True
+                self._frames.notify_all()
+
+    def frame_pts(self, stop: int) -> list[int | None]:
+        """The timestamps of frames ``0 .. stop - 1`` (fewer if ffmpeg ended first): showinfo
+        logs a frame before ffmpeg writes it, so the line of a frame read is on its way."""
+        with self._frames:
+            self._frames.wait_for(lambda: len(self.pts) >= stop or self._ended)
+            return self.pts[:stop]
+
+    def _parse_showinfo(self, line: str) -> None:
+        match = _SHOWINFO_PTS.search(line)
+        if match:
+            text = match.group(1)
+            with self._frames:
+                self.pts.append(int(text) if text.lstrip("-").isdigit() else None)
+                self._frames.notify_all()
+        elif self.time_base is None:
+            base = _SHOWINFO_BASE.search(line)
+            if base:
+                self.time_base = Fraction(int(base.group(1)), int(base.group(2)))
 
     def _parse(self, line: str) -> None:
+        if _SHOWINFO in line:  # one line per frame (and a few more): kept out of the log
+            self._parse_showinfo(line)
+            return
         self.lines.append(line)
         if _MISDETECTION in line and self.misdetection is None:
             self.misdetection = _LOG_PREFIX.sub("", line).strip()
@@ -211,6 +322,10 @@ class _LogReader(threading.Thread):
 
     def _parse_input(self, line: str) -> None:
         start = _INPUT_START.search(line)
+        duration = _DURATION.search(line)
+        if duration:
+            hours, minutes, seconds = duration.groups()
+            self.duration_s = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
         if start:
             self.input_start_s = float(start.group(1))
         elif _INPUT_VIDEO.search(line) and not self._input_video:
@@ -233,13 +348,28 @@ class FrameReader:
     Use as a context manager; :attr:`shape` is the frame size, :attr:`fps` and
     :attr:`start_s` the source's clock, :meth:`chunks` yields the pixels of consecutive
     frames, at most ``max_bytes`` at a time. The process is killed on early exit.
+
+    With a ``window`` (video files only), :meth:`chunks` yields the frames in it alone;
+    :attr:`saw_before` says whether a frame before it was decoded, :attr:`reached_stop`
+    whether one at or after its end was (decoding stops there).
     """
 
-    def __init__(self, path: str, frames: tuple[str, ...], settings: DecodeSettings) -> None:
+    def __init__(
+        self,
+        path: str,
+        frames: tuple[str, ...],
+        settings: DecodeSettings,
+        window: Window | None = None,
+    ) -> None:
+        if window is not None and frames:
+            raise ValueError("a window cuts a video file, not a frame folder")
         self.path = path
         self.frames = frames
         self.settings = settings
+        self.window = window
         self.frames_read = 0
+        self.saw_before = False
+        self.reached_stop = False
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._proc: subprocess.Popen | None = None
         self._log: _LogReader | None = None
@@ -290,15 +420,29 @@ class FrameReader:
                 f.write(concat_list(self.frames))
             stream = ffmpeg.input(script, f="concat", safe=0, **input_args)
         else:
+            seek = None if self.window is None else self.window.seek_s(self._file_start_s())
+            if seek is not None:
+                input_args["ss"] = f"{seek:.6f}"
             stream = ffmpeg.input(self.path, **input_args)
         video = stream.video
         if self.settings.size is not None:
             height, width = self.settings.size
             video = video.filter("scale", width, height, flags="bilinear")
+        if self.window is not None:
+            video = video.filter("showinfo", checksum=0)
         out = ffmpeg.output(
             video, "pipe:", format="rawvideo", pix_fmt=self.settings.pix_fmt, fps_mode="passthrough"
         )
-        return out.global_args("-hide_banner", "-nostdin", "-nostats", "-xerror")
+        out = out.global_args("-hide_banner", "-nostdin", "-nostats", "-xerror")
+        return out if self.window is None else out.global_args("-copyts")
+
+    def _file_start_s(self) -> float:
+        """The file's start time (``-ss`` counts from it): the window's, else read from the
+        file when the window seeks."""
+        assert self.window is not None
+        if self.window.file_start_s is not None or self.window.seek_s(0.0) is None:
+            return self.window.file_start_s or 0.0
+        return probe(self.path, self.settings).start_s
 
     @property
     def shape(self) -> FrameShape:
@@ -344,6 +488,9 @@ class FrameReader:
         end that ffmpeg succeeded and, for a folder, that every file gave one frame of the
         first frame's size."""
         assert self._proc is not None
+        if self.window is not None:
+            yield from self._window_chunks(max_bytes)
+            return
         frame_bytes = self.shape.nbytes
         per_chunk = max(1, max_bytes // frame_bytes)
         while True:
@@ -352,6 +499,46 @@ class FrameReader:
             if whole:
                 self.frames_read += whole
                 yield data[: whole * frame_bytes] if len(data) % frame_bytes else data
+            if len(data) < per_chunk * frame_bytes:
+                break
+        self._finish()
+
+    def _window_chunks(self, max_bytes: int) -> Iterator[bytes]:
+        """:meth:`chunks` of the frames in the window: those before it are dropped, and
+        ffmpeg is left (killed on exit) at the first frame after it."""
+        assert self._proc is not None and self._log is not None and self.window is not None
+        frame_bytes = self.shape.nbytes
+        per_chunk = max(1, max_bytes // frame_bytes)
+        seen, last = 0, None
+        start = stop = None
+        while True:
+            data = self._proc.stdout.read(per_chunk * frame_bytes)
+            whole = len(data) // frame_bytes
+            if whole:
+                pts = self._log.frame_pts(seen + whole)[seen:]
+                if len(pts) < whole or None in pts or self._log.time_base is None:
+                    raise DecodeError(self.path, "ffmpeg logged no timestamp for a frame")
+                if start is None and stop is None:  # the time base is known from now on
+                    start = first_pts(self.window.start_s, self._log.time_base)
+                    stop = first_pts(self.window.stop_s, self._log.time_base)
+                for p in pts:
+                    if last is not None and p <= last:
+                        raise DecodeError(
+                            self.path,
+                            f"frame timestamps do not increase ({last} then {p}): it cannot "
+                            "be cut into segments; ingest it with --segment-seconds 0",
+                        )
+                    last = p
+                seen += whole
+                lo = sum(1 for p in pts if start is not None and p < start)
+                hi = sum(1 for p in pts if stop is None or p < stop)
+                self.saw_before = self.saw_before or lo > 0
+                if hi > lo:
+                    self.frames_read += hi - lo
+                    yield data[lo * frame_bytes : hi * frame_bytes]
+                if hi < whole:
+                    self.reached_stop = True
+                    return
             if len(data) < per_chunk * frame_bytes:
                 break
         self._finish()
@@ -391,5 +578,5 @@ class FrameReader:
             raise DecodeError(
                 self.path, f"decoded {self.frames_read} frames from {len(self.frames)} files"
             )
-        if self.frames_read == 0:
+        if self.frames_read == 0 and (self.window is None or self.window.start_s is None):
             raise DecodeError(self.path, "no video frames")

@@ -1,7 +1,10 @@
 """`mnad ingest` on the driver: videos and frame folders into Parquet shards, a Ray Data job.
 
 :func:`run_ingest` discovers the videos (:mod:`pipelines.ingest.layouts`), then runs one Ray
-task per video (:mod:`pipelines.ingest.video`); each task returns its manifest row. The
+task per video (:mod:`pipelines.ingest.video`); each task returns its manifest row. A video
+file longer than ``--segment-seconds`` comes back with its segments instead: a second Ray
+Data job decodes every such segment in its own task, and a third joins each video's
+segments into its shard (:mod:`pipelines.ingest.segments`). The
 driver prints progress, writes ``manifest.parquet`` and ``summary.json`` (atomically, through
 :mod:`pipelines.storage`) and returns the :class:`~pipelines.ingest.result.IngestResult`.
 :func:`completion` says, from those files alone, whether DATA already holds every video of
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -28,7 +31,16 @@ from pipelines.ingest.config import IngestConfig, ingest_settings
 from pipelines.ingest.decode import DecodeSettings
 from pipelines.ingest.layouts import VideoSource, discover
 from pipelines.ingest.result import IngestResult, read_summary, summarize
-from pipelines.ingest.video import NODE, IngestPlan, ingest_row
+from pipelines.ingest.segments import SegmentPart, remove_parts
+from pipelines.ingest.video import (
+    NODE,
+    SEGMENTS,
+    IngestPlan,
+    ingest_row,
+    join_row,
+    manifest_row,
+    segment_row,
+)
 from pipelines.ray_cluster import ray_session
 from pipelines.schema import MANIFEST_FILE, MANIFEST_SCHEMA, SPLITS, STATUS_FAILED, STATUS_OK
 from pipelines.stage import Completion
@@ -42,22 +54,39 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     previous = _previous_rows(config)
     plan = _plan(config)
     rows: list[dict[str, Any]] = []
+    nodes: set[str] = set()
+    pending: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+
+    def done(row: dict[str, Any]) -> None:
+        nodes.add(str(row[NODE]))
+        row = {name: row[name] for name in MANIFEST_SCHEMA.names}
+        rows.append(row)
+        if row["status"] == STATUS_FAILED:
+            print(f"mnad ingest: {row['error']}", file=sys.stderr, flush=True)
+        if not config.quiet and len(rows) % config.progress_every == 0:
+            _print_progress(rows, len(found.videos), time.perf_counter() - start)
+
     with ray_session(config.quiet):
         start = time.perf_counter()  # throughput counts the job, not Ray's start-up
-        nodes: set[str] = set()
-        for row in _run_tasks(found.videos, previous, plan, config.ffmpeg_threads):
-            nodes.add(str(row[NODE]))
-            row = {name: row[name] for name in MANIFEST_SCHEMA.names}
-            rows.append(row)
-            if row["status"] == STATUS_FAILED:
-                print(f"mnad ingest: {row['error']}", file=sys.stderr, flush=True)
-            if not config.quiet and len(rows) % config.progress_every == 0:
-                _print_progress(rows, len(found.videos), time.perf_counter() - start)
+        items = [
+            {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
+            for v in found.videos
+        ]
+        for row in _map(items, ingest_row, plan, config.ffmpeg_threads):
+            if row[SEGMENTS]:
+                nodes.add(str(row[NODE]))
+                pending[f"{row['split']}/{row['video_id']}"] = (row, json.loads(row[SEGMENTS]))
+            else:
+                done(row)
+        tasks = len(items)
+        if pending:
+            by_key = {f"{v.split}/{v.video_id}": v for v in found.videos}
+            tasks += _segmented(pending, by_key, plan, config, done, nodes)
     seconds = time.perf_counter() - start
     if not config.quiet:
         where = ", ".join(sorted(n[:12] for n in nodes))
         print(
-            f"mnad ingest: asked for {len(found.videos)} task(s) of {config.ffmpeg_threads} "
+            f"mnad ingest: asked for {tasks} task(s) of {config.ffmpeg_threads} "
             f"CPU each; ran on {len(nodes)} node(s): {where}",
             flush=True,
         )
@@ -86,6 +115,7 @@ def _plan(config: IngestConfig) -> IngestPlan:
         row_group_bytes=int(config.row_group_mib * 2**20),
         compression=config.compression,
         folder_fps=config.fps,
+        segment_seconds=config.segment_seconds,
     )
 
 
@@ -113,27 +143,70 @@ def _previous_rows(config: IngestConfig) -> dict[tuple[str, str], dict]:
     return {(r["split"], r["video_id"]): r for r in _ingested(config.out) or []}
 
 
-def _run_tasks(
-    videos: tuple[VideoSource, ...],
-    previous: dict[tuple[str, str], dict],
+def _segmented(
+    pending: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+    videos: dict[str, VideoSource],
     plan: IngestPlan,
-    cpus: int,
+    config: IngestConfig,
+    done: Callable[[dict[str, Any]], None],
+    nodes: set[str],
+) -> int:
+    """Decode the segments of the long videos (one task each), then join each video's into
+    its shard (one task per video); ``done`` gets their manifest rows. The tasks run."""
+    items = [
+        {"key": key, "video": videos[key].to_json(), "index": i, "window": json.dumps(w)}
+        for key, (_, windows) in pending.items()
+        for i, w in enumerate(windows)
+    ]
+    if not config.quiet:
+        print(
+            f"mnad ingest: {len(pending)} video(s) longer than {config.segment_seconds:g} s "
+            f"in {len(items)} segments, decoded in parallel",
+            flush=True,
+        )
+    parts: dict[str, list[SegmentPart]] = {key: [] for key in pending}
+    errors: dict[str, str] = {}
+    for row in _map(items, segment_row, plan, config.ffmpeg_threads):
+        nodes.add(str(row[NODE]))
+        if row["error"]:
+            errors.setdefault(row["key"], row["error"])
+        else:
+            parts[row["key"]].append(SegmentPart.from_json(row["part"]))
+    joins = []
+    for key, (first, _) in pending.items():
+        if key in errors:
+            remove_parts(parts[key])
+            video = videos[key]
+            failed = manifest_row(
+                video, STATUS_FAILED, content_hash=first["content_hash"], error=errors[key]
+            )
+            done({**failed, NODE: first[NODE]})
+        else:
+            joins.append({
+                "video": videos[key].to_json(), "content_hash": first["content_hash"],
+                "parts": json.dumps([p.to_json() for p in parts[key]]),
+            })  # fmt: skip
+    for row in _map(joins, join_row, plan, 1):
+        done(row)
+    return len(items) + len(joins)
+
+
+def _map(
+    items: list[dict[str, Any]], fn: Callable[..., dict[str, Any]], plan: IngestPlan, cpus: int
 ) -> Iterator[dict[str, Any]]:
-    """Run one Ray task per video; yield manifest rows as the tasks finish."""
+    """Run ``fn`` in one Ray task per item; yield its rows as the tasks finish."""
     import ray
 
+    if not items:
+        return
     ctx = ray.data.DataContext.get_current()
     saved = ctx.enable_progress_bars, ctx.op_resource_reservation_enabled
     # Progress is one line per N videos, printed by the driver. The job has one operator,
     # so reserving resources per operator only halves the tasks that run at once.
     ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = False, False
     try:
-        items = [
-            {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
-            for v in videos
-        ]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            ingest_row, fn_kwargs={"plan": plan}, num_cpus=cpus
+            fn, fn_kwargs={"plan": plan}, num_cpus=cpus
         )
         yield from ds.iter_rows()
     finally:

@@ -7,6 +7,10 @@ earlier run ingested the same bytes at the same settings, else decodes it with f
 in row groups of bounded size, through :func:`pipelines.storage.atomic_output`, so a reader
 never sees half a shard. A video that fails returns a ``failed`` row naming the cause; it
 never fails the job.
+
+A video file longer than ``segment_seconds`` is not decoded here: its row carries the
+segments (:data:`SEGMENTS`) that the driver hands to :func:`segment_row` tasks, and then to
+one :func:`join_row` task that writes its shard (:mod:`pipelines.ingest.segments`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import contextlib
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
@@ -25,7 +29,8 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.data import shard_relpath
-from pipelines.ingest.decode import DecodeError, DecodeSettings, FrameReader
+from pipelines.ingest import segments
+from pipelines.ingest.decode import DecodeError, DecodeSettings, FrameReader, Window, probe
 from pipelines.ingest.labels import FrameLabels, LabelError
 from pipelines.ingest.layouts import VideoSource
 from pipelines.schema import (
@@ -61,6 +66,7 @@ class IngestPlan:
     row_group_bytes: int
     compression: str = "zstd"
     folder_fps: float | None = None  # the frame rate of frame folders (--fps); None: unknown
+    segment_seconds: float = 0.0  # video files longer than this go in segments; 0: never
 
 
 class Written(NamedTuple):
@@ -157,36 +163,51 @@ def _labels_for(video: VideoSource, fs: pafs.FileSystem) -> FrameLabels:
     return video.labels.load(fs)
 
 
+def write_frames(
+    video: VideoSource,
+    labels: FrameLabels,
+    plan: IngestPlan,
+    shape: FrameShape,
+    chunks: Iterable[bytes | memoryview],
+) -> tuple[int, int]:
+    """Write the video's shard atomically from the pixels of its frames in order (a row
+    group per chunk); its (frames, anomalous frames)."""
+    frames = anomalous = 0
+    uri = storage.join(plan.out, shard_relpath(video.split, video.video_id))
+    with (
+        storage.atomic_output(uri) as sink,
+        pq.ParquetWriter(
+            sink, shard_schema(shape), compression=plan.compression, **PARQUET_OPTIONS
+        ) as writer,
+    ):
+        for pixels in chunks:
+            n = len(pixels) // shape.nbytes
+            chunk_labels = labels.chunk(frames, n)  # (n,) int8
+            batch = frame_batch(
+                dataset=plan.dataset,
+                split=video.split,
+                video_id=video.video_id,
+                start_index=frames,
+                labels=chunk_labels,
+                pixels=pixels,
+                shape=shape,
+            )
+            writer.write_batch(batch, row_group_size=n)
+            frames += n
+            anomalous += int((chunk_labels == LABEL_ANOMALOUS).sum())
+        labels.check(frames)  # before the shard appears: labels that disagree fail it
+    return frames, anomalous
+
+
 def write_shard(
     video: VideoSource, local: VideoSource, labels: FrameLabels, plan: IngestPlan
 ) -> Written:
     """Decode ``local`` and write its shard atomically."""
-    frames = anomalous = 0
-    uri = storage.join(plan.out, shard_relpath(video.split, video.video_id))
     with FrameReader(local.path, local.frames, plan.decode) as reader:
         shape = reader.shape
-        with (
-            storage.atomic_output(uri) as sink,
-            pq.ParquetWriter(
-                sink, shard_schema(shape), compression=plan.compression, **PARQUET_OPTIONS
-            ) as writer,
-        ):
-            for pixels in reader.chunks(plan.row_group_bytes):
-                n = len(pixels) // shape.nbytes
-                chunk_labels = labels.chunk(frames, n)  # (n,) int8
-                batch = frame_batch(
-                    dataset=plan.dataset,
-                    split=video.split,
-                    video_id=video.video_id,
-                    start_index=frames,
-                    labels=chunk_labels,
-                    pixels=pixels,
-                    shape=shape,
-                )
-                writer.write_batch(batch, row_group_size=n)
-                frames += n
-                anomalous += int((chunk_labels == LABEL_ANOMALOUS).sum())
-            labels.check(frames)  # before the shard appears: labels that disagree fail it
+        frames, anomalous = write_frames(
+            video, labels, plan, shape, reader.chunks(plan.row_group_bytes)
+        )
         fps = plan.folder_fps if local.frames else reader.fps
         return Written(frames, anomalous, shape, fps, reader.start_s)
 
@@ -199,8 +220,15 @@ def _kept_clock(video: VideoSource, previous: dict[str, Any], plan: IngestPlan) 
     return {"fps": previous.get("fps"), "start_s": previous.get("start_s")}
 
 
+def _failed(video: VideoSource, err: Exception, content_hash: str | None) -> dict[str, Any]:
+    error = str(err) if isinstance(err, DecodeError) else f"{video.path}: {err}"
+    return manifest_row(video, STATUS_FAILED, content_hash=content_hash, error=error)
+
+
 def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) -> dict[str, Any]:
-    """Ingest one video (or skip it if unchanged since ``previous``); its manifest row."""
+    """Ingest one video (or skip it if unchanged since ``previous``); its manifest row. A
+    video file longer than ``plan.segment_seconds``: a row whose :data:`SEGMENTS` lists its
+    segments, still to decode."""
     fs, _ = storage.resolve(plan.source)
     content_hash = None
     try:
@@ -210,11 +238,15 @@ def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) ->
                 if storage.is_file(shard):
                     clock = _kept_clock(video, previous, plan)
                     return {**previous, **clock, "source": video.path, "status": STATUS_SKIPPED}
+            if not local.frames and plan.segment_seconds > 0:
+                cuts = segments.windows(probe(local.path, plan.decode), plan.segment_seconds)
+                if len(cuts) > 1:
+                    row = manifest_row(video, STATUS_OK, content_hash=content_hash)
+                    return {**row, SEGMENTS: json.dumps([asdict(w) for w in cuts])}
             labels = _labels_for(video, fs)
             written = write_shard(video, local, labels, plan)
     except (DecodeError, LabelError, OSError) as err:
-        error = str(err) if isinstance(err, DecodeError) else f"{video.path}: {err}"
-        return manifest_row(video, STATUS_FAILED, content_hash=content_hash, error=error)
+        return _failed(video, err, content_hash)
     return manifest_row(
         video, STATUS_OK, content_hash=content_hash, frames=written.frames,
         anomalous=written.anomalous, shape=written.shape, fps=written.fps,
@@ -222,14 +254,74 @@ def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) ->
     )  # fmt: skip
 
 
+def ingest_segment(
+    video: VideoSource, index: int, window: Window, plan: IngestPlan
+) -> segments.SegmentPart:
+    """Decode one segment of a long video file into its part file (from a local copy if
+    the source is remote; its ingest task hashed it)."""
+    fs, _ = storage.resolve(plan.source)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return segments.decode_segment(video.path, video, index, window, plan)
+    with local_copy(video, fs) as (local, _):
+        return segments.decode_segment(local.path, video, index, window, plan)
+
+
+def join_video(
+    video: VideoSource, content_hash: str, parts: list[segments.SegmentPart], plan: IngestPlan
+) -> dict[str, Any]:
+    """Write a segmented video's shard from its parts, in order; its manifest row. The
+    parts are removed, whatever the outcome."""
+    fs, _ = storage.resolve(plan.source)
+    try:
+        shape = segments.check_parts(video.path, parts)
+        labels = _labels_for(video, fs)
+        chunks = segments.part_chunks(parts, shape)
+        frames, anomalous = write_frames(video, labels, plan, shape, chunks)
+    except (DecodeError, LabelError, OSError) as err:
+        return _failed(video, err, content_hash)
+    finally:
+        segments.remove_parts(parts)
+    first = min(parts, key=lambda p: p.index)
+    return manifest_row(
+        video, STATUS_OK, content_hash=content_hash, frames=frames, anomalous=anomalous,
+        shape=shape, fps=first.fps, start_s=first.start_s,
+    )  # fmt: skip
+
+
 NODE = "node"
 """The Ray node a task ran on, beside its manifest row (not in the manifest)."""
+SEGMENTS = "segments"
+"""Beside a manifest row: the video's segments still to decode (JSON, "" when none)."""
+
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def ingest_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
     """Ray Data map function: one ``{"video", "previous"}`` item to its manifest row."""
-    import ray
-
     previous = json.loads(row["previous"])
     done = ingest_video(VideoSource.from_json(row["video"]), previous, plan)
-    return {**done, NODE: ray.get_runtime_context().get_node_id()}
+    return {SEGMENTS: "", **done, NODE: _node()}
+
+
+def segment_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
+    """Ray Data map function: one ``{"video", "index", "window"}`` item to its
+    :class:`~pipelines.ingest.segments.SegmentPart` (JSON, or "" and the ``error``)."""
+    video = VideoSource.from_json(row["video"])
+    window = Window(**json.loads(row["window"]))
+    try:
+        done, error = ingest_segment(video, int(row["index"]), window, plan).to_json(), ""
+    except (DecodeError, OSError) as err:
+        done, error = "", str(err) if isinstance(err, DecodeError) else f"{video.path}: {err}"
+    return {"key": row["key"], "part": done, "error": error, NODE: _node()}
+
+
+def join_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
+    """Ray Data map function: one ``{"video", "content_hash", "parts"}`` item to the
+    video's manifest row."""
+    parts = [segments.SegmentPart.from_json(p) for p in json.loads(row["parts"])]
+    video = VideoSource.from_json(row["video"])
+    return {**join_video(video, row["content_hash"], parts, plan), NODE: _node()}

@@ -6,14 +6,15 @@ code runs:
 
 - :mod:`.config` (driver): the options;
 - :mod:`.driver` (driver): :func:`run_score`: the model found (its ref travels to the
-  actors, which fetch it), the actors sized to the nodes and run over Ray Data, the parts
-  combined, the metrics, the report, the MLflow run;
+  actors, which fetch it), the actors sized to the nodes and run over Ray Data, the frames
+  dataset read one video at a time for the metrics and events, the report, the MLflow run;
 - :mod:`.actor` (Ray Data actors): :class:`VideoScorer`, which fetches the model itself,
-  one video at a time, one part file each;
+  one video at a time, one file of the frames dataset each;
+- :mod:`.pictures` (a Ray task): the report's pictures, rendered off the driver;
 - :mod:`.events` (driver): the score the job asked for, the archive's events, event-level
   figures;
 - :mod:`.result` (driver): the SCORES folder, :class:`ScoreResult` and its summary.json,
-  :func:`completion`, :func:`discard`;
+  :func:`completion`, :func:`discard`, :func:`read_frames`;
 - :mod:`.report` (driver): the evaluation report (segments, plots, pictures, HTML page).
 """
 
@@ -27,8 +28,8 @@ _MODULES = {
     ),
     "events": ("archive_events", "choose_scores", "event_metrics"),
     "result": (
-        "EVENTS_FILE", "FRAMES_FILE", "PARTS_DIR", "REPORT_DIR", "SCORES_SUMMARY_FILE",
-        "ScoreResult", "completion", "discard", "read_result",
+        "EVENTS_FILE", "FRAMES_DIR", "PARTS_DIR", "REPORT_DIR", "SCORES_SUMMARY_FILE",
+        "ScoreResult", "completion", "discard", "frames_dataset", "read_frames", "read_result",
     ),
 }
 

@@ -6,12 +6,18 @@ one part file per video out.
 it once per actor, folds its BatchNorms into the
 convolutions and makes its weights channels_last (the same scores to float rounding,
 faster), and runs each video's clips through :class:`mnad.streaming.StreamingScorer` in
-batches. A video's clips are read with :func:`pipelines.data.video_clips` and laid out and
-scaled for the model with :func:`mnad.clips.model_clips` (:func:`video_inputs`), as training
-scales its clips.
+batches. In per-video mode with the per-frame update a call hands it several videos, which
+it scores together in lockstep (:class:`mnad.lockstep.LockstepScorer`: the next frame of
+every video in one batch, each video with its own memory and exactly its own updates;
+``LOCKSTEP_SLOTS`` at once, by device), writing each one's part as it finishes.
+A video's clips are read with :func:`pipelines.data.video_clips` and laid out and scaled for
+the model with :func:`mnad.clips.model_clips` (:func:`video_inputs`), as training scales its
+clips.
 
 A finished video is written to its own part file atomically
-(:func:`pipelines.storage.write_parquet`), so a job that is interrupted and run again skips
+(:func:`pipelines.storage.write_parquet`): its file of the frames dataset SCORES/frames, its
+``score`` already the job's normalisation and smoothing (recorded as ``mnad.score``), so
+that nothing combines the archive afterwards. A job that is interrupted and run again skips
 the videos already scored; in ``paper`` mode the part file also records the memory the
 video left (``mnad.items_after``), which the next run takes up. Dependencies come in
 through the constructor (``fn_constructor_kwargs``), so the same class runs in a test
@@ -33,15 +39,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from mnad.anomaly_score import fused_abnormality
 from mnad.checkpoint import load_checkpoint
 from mnad.clips import ClipInput, model_clips
 from mnad.config import ModelConfig
-from mnad.network import inference_copy
+from mnad.lockstep import LockstepScorer
+from mnad.network import MNAD
 from mnad.streaming import FrameScores, StreamingScorer
+from mnad.video import normalised_scores, scoring_model
 from pipelines import storage
 from pipelines.data import ClipBatch, video_clips
 from pipelines.schema import SCORES_SCHEMA
+from pipelines.score.events import SCORE_CHOICE, choice_key, chosen_score
 
 if TYPE_CHECKING:
     from pipelines.tracking import ModelRef
@@ -81,7 +89,7 @@ def video_inputs(shard: str, cfg: ModelConfig, batch: int) -> Iterator[tuple[Cli
     """One video's clips in order, about ``batch`` at a time: each batch as read (its frame
     numbers and labels) and as the model takes it (input and target on [-1, 1]). The first
     T - 1 frames get no clip."""
-    for clips in video_clips(shard, cfg.clip_length, chunk_frames=batch):
+    for clips in video_clips(shard, cfg.clip_length, chunk_frames=batch, fit=cfg):
         yield clips, model_clips(clips.clips, cfg)
 
 
@@ -108,17 +116,18 @@ class VideoScorer:
         threads: int = 1,
         device: str = "cpu",
         precision: str = "fp32",
+        normalise: str = "per-video",
+        smooth: int = 1,
     ):
         from pipelines.tracking import fetch_model
 
         torch.set_num_threads(max(1, threads))
         with tempfile.TemporaryDirectory(prefix="mnad-model-") as tmp:
             checkpoint = load_checkpoint(fetch_model(model, tracking_uri, dst=tmp))
-        loaded, self.preset = checkpoint.build_model(), checkpoint.preset
-        self.calibration = checkpoint.calibration
+        self.preset, self.calibration = checkpoint.preset, checkpoint.calibration
         # BatchNorm folded into the convs and channels_last weights: the same scores to float
         # rounding (tests/mnad/test_parity.py runs the paper's fixture through it), faster.
-        self.model = inference_copy(loaded).to(device)
+        self.model = scoring_model(checkpoint, device)
         self.node = _node_id()
         self.scorer = StreamingScorer(
             self.model,
@@ -128,12 +137,20 @@ class VideoScorer:
         self.dataset = dataset
         self.reset_per_video = reset_per_video
         self.batch_size = batch_size
+        self.lockstep = lockstep_scorer(self.model, device, reset_per_video, granularity,
+                                        precision, batch_size)  # fmt: skip
+        self.score_choice = (normalise, smooth)  # what ``score`` is (the job's choice)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outcomes = [
-            dataclasses.replace(self.score_video(VideoTask(v, s, p)), node=self.node)
+        tasks = [
+            VideoTask(v, s, p)
             for v, s, p in zip(batch["video_id"], batch["shard"], batch["part"], strict=True)
         ]
+        if self.lockstep is not None:
+            done = self.score_lockstep(tasks)
+        else:
+            done = [self.score_video(task) for task in tasks]
+        outcomes = [dataclasses.replace(o, node=self.node) for o in done]
         return {k: np.array([getattr(o, k) for o in outcomes]) for k in asdict(outcomes[0])}
 
     def score_video(self, task: VideoTask) -> VideoOutcome:
@@ -154,10 +171,38 @@ class VideoScorer:
                 scored.append(self.scorer.score(inputs.inputs, inputs.target))
         except (OSError, pa.ArrowException, ValueError) as err:
             return VideoOutcome(task.video_id, FAILED, 0, 0.0, f"{task.shard}: {err}")
+        return self._finish(task, read, FrameScores.concat(scored), t0)
+
+    def score_lockstep(self, tasks: list[VideoTask]) -> list[VideoOutcome]:
+        """Score the videos of ``tasks`` together (per-video memory, the per-frame update:
+        :class:`mnad.lockstep.LockstepScorer`) and write each one's part file as it
+        finishes; outcomes in the order of ``tasks``. A video that cannot be read fails alone
+        (its slot goes to the next video); a part already there is taken as it is."""
+        assert self.lockstep is not None
+        outcomes: dict[int, VideoOutcome] = {}
+        readers: dict[int, _Reader] = {}
+        for i, task in enumerate(tasks):
+            if storage.is_file(task.part):
+                outcomes[i] = VideoOutcome(task.video_id, RESUMED, 0, 0.0)
+            else:
+                readers[i] = _Reader(task, self.preset.model, self.batch_size)
+        for done in self.lockstep.score([(i, r.clips()) for i, r in readers.items()]):
+            r = readers[done.key]
+            if r.error:
+                outcomes[done.key] = VideoOutcome(r.task.video_id, FAILED, 0, 0.0, r.error)
+            else:
+                outcomes[done.key] = self._finish(r.task, r.read, done.scores, r.t0)
+        return [outcomes[i] for i in range(len(tasks))]
+
+    def _finish(
+        self, task: VideoTask, read: list[ClipBatch], scored: FrameScores, t0: float
+    ) -> VideoOutcome:
+        """Write a scored video's part file (or say it was too short for a clip)."""
         if not read:
-            why = f"{task.shard}: fewer frames than one clip ({cfg.clip_length}); skipped"
+            length = self.preset.model.clip_length
+            why = f"{task.shard}: fewer frames than one clip ({length}); skipped"
             return VideoOutcome(task.video_id, TOO_SHORT, 0, 0.0, why)
-        table = self._part_table(task.video_id, read, FrameScores.concat(scored))
+        table = self._part_table(task.video_id, read, scored)
         storage.write_parquet(table, task.part)
         return VideoOutcome(task.video_id, OK, table.num_rows, time.perf_counter() - t0)
 
@@ -177,8 +222,8 @@ class VideoScorer:
         index = np.concatenate([c.frame_index for c in read])
         label = np.concatenate([c.label for c in read])
         psnr, dist = scored.psnr, scored.feature_distance
-        per_video = fused_abnormality(psnr, dist, self.preset.model.alpha)
-        calibrated = None if self.calibration is None else self.calibration.score(psnr, dist)
+        alpha = self.preset.model.alpha
+        per_video, calibrated = normalised_scores(psnr, dist, alpha, self.calibration)
         n = len(index)
         table = pa.table(
             {
@@ -189,8 +234,7 @@ class VideoScorer:
                 "feature_distance": pa.array(dist),
                 "point_score": pa.array(scored.point_score),
                 "memory_updated": pa.array(scored.updated),
-                # What the job was asked for is set when the parts are combined.
-                "score": pa.array(per_video),
+                "score": pa.array(chosen_score(per_video, calibrated, *self.score_choice)),
                 "label": pa.array(label.astype(np.int8)),
                 "score_per_video": pa.array(per_video),
                 "score_calibrated": (
@@ -200,7 +244,62 @@ class VideoScorer:
             schema=SCORES_SCHEMA,
         )
         items = "null" if self.reset_per_video else json.dumps(self.scorer.items.tolist())
-        return table.replace_schema_metadata({ITEMS_AFTER: items})
+        choice = choice_key(*self.score_choice)
+        return table.replace_schema_metadata({ITEMS_AFTER: items, SCORE_CHOICE: choice})
+
+
+LOCKSTEP_SLOTS = {"cpu": 8, "cuda": 64}
+"""Videos an actor scores at once in per-video mode, by device. On CPUs a batch of about 8
+frames takes most of what batching gives these convolutions (a few cores), and more slots
+would only make each video wait longer; a GPU needs dozens of frames per batch to be busy,
+and 64 videos' encoded clips (``LOCKSTEP_AHEAD``) fit an H100/H200-class GPU at 256x256."""
+
+LOCKSTEP_AHEAD = {"cpu": 16, "cuda": 8}
+"""Clips of a video encoded at once (at most ``--batch-size``), by device: the encoder's
+batch is this times the videos that need clips, and the buffers hold slots x this."""
+
+
+def lockstep_slots(device: str) -> int:
+    """How many videos one actor on ``device`` ("cpu", "cuda") scores at once."""
+    return LOCKSTEP_SLOTS["cuda" if device.startswith("cuda") else "cpu"]
+
+
+def lockstep_scorer(
+    model: MNAD, device: str, reset_per_video: bool, granularity: str,
+    precision: str, batch_size: int,
+) -> LockstepScorer | None:  # fmt: skip
+    """The lockstep scorer of an actor, where it applies: per-video memory with the paper's
+    per-frame update (the paper mode carries one memory from video to video and the
+    per-batch update is not done in lockstep: those score one video at a time)."""
+    if not reset_per_video or granularity != "frame":
+        return None
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return LockstepScorer(
+        model,
+        slots=lockstep_slots(device),
+        ahead=max(1, min(batch_size, LOCKSTEP_AHEAD[kind])),
+        precision=precision,  # type: ignore[arg-type]
+    )
+
+
+class _Reader:
+    """One video's clips as the lockstep scorer reads them, keeping what was read (frame
+    numbers, labels), when reading began, and the error that ended it early, if one did."""
+
+    def __init__(self, task: VideoTask, cfg: ModelConfig, batch: int):
+        self.task, self.cfg, self.batch = task, cfg, batch
+        self.read: list[ClipBatch] = []
+        self.error = ""
+        self.t0 = 0.0
+
+    def clips(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.t0 = time.perf_counter()
+        try:
+            for clips, inputs in video_inputs(self.task.shard, self.cfg, self.batch):
+                self.read.append(clips)
+                yield inputs.inputs, inputs.target
+        except (OSError, pa.ArrowException, ValueError) as err:
+            self.error = f"{self.task.shard}: {err}"
 
 
 def _node_id() -> str:
@@ -218,5 +317,6 @@ __all__ = [
     "VideoOutcome",
     "VideoScorer",
     "VideoTask",
+    "lockstep_slots",
     "video_inputs",
 ]

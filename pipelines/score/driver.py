@@ -2,15 +2,26 @@
 Data job, then the combined scores, the metrics, the report and the MLflow run.
 
 ```
-DATA/<split>/*.parquet ──Ray Data: VideoScorer actors, CPUs or GPUs──▶ SCORES/parts/*.parquet
-SCORES/parts ──▶ SCORES/frames.parquet, SCORES/report/, SCORES/summary.json ──▶ MLflow run
+DATA/<split>/*.parquet ──Ray Data: VideoScorer actors, CPUs or GPUs──▶ SCORES/frames/*.parquet
+SCORES/frames ──one video at a time──▶ metrics, SCORES/events.parquet
+top events ──a Ray task: their pictures──▶ SCORES/report/, SCORES/summary.json ──▶ MLflow run
 ```
+
+The driver never holds the archive: the actors write each video's scores (``score``
+already the job's normalisation and smoothing) as a file of the frames dataset
+SCORES/frames; the driver then reads them one video at a time (:func:`read_archive`),
+keeping only the labelled frames' scores the AUCs need and each video's events, ranked over
+the archive at the end. The report reads back only the videos it plots, and its pictures
+(the top events' peaks) are rendered by a Ray task that fetches the model as the actors do
+(:mod:`.pictures`). The MLflow run gets the summary, events and report, and the frames
+dataset's location as a tag.
 
 Memory modes:
 
 - ``per-video`` (default): the memory is reset to the trained one at every video, so videos
-  are independent and scored in parallel across actors and nodes. The right mode for bulk
-  scoring of archives.
+  are independent and scored in parallel across actors and nodes, and several at once in
+  each actor (in lockstep, one batch per frame step: ``_videos_per_call``). The right mode
+  for bulk scoring of archives.
 - ``paper``: the memory is carried across all videos in sorted order, as the paper's
   evaluation does; one actor scores them in turn. For exact reproduction.
 
@@ -18,10 +29,11 @@ The model is found once (:func:`pipelines.tracking.find_model`); what travels to
 (:mod:`pipelines.score.actor`) is that :class:`~pipelines.tracking.ModelRef` and the tracking
 URI, and each actor fetches the model itself (:func:`pipelines.tracking.fetch_model`), so no
 actor opens a path on the driver's disk. The driver fetches its own copy for what it does
-itself: the frame-size check and the report's pictures. The actors' CPUs and GPUs are sized
-to fit the largest nodes (an actor never spans two); on a cluster that can grow, nodes the
-actors need are asked of the autoscaler (``--wait-for-nodes``). One line says what was asked
-for and which nodes the actors ran on.
+itself: the line saying that frames are resized for the model (DATA ingested at another
+size) and its calibration. The actors' CPUs and GPUs are sized to fit the largest
+nodes (an actor never spans two); on a cluster that can grow, nodes the actors need are
+asked of the autoscaler (``--wait-for-nodes``). One line says what was asked for and which
+nodes the actors ran on.
 ``--gpus-per-actor`` puts the actors on GPUs (fractions share one); ``--precision bf16``
 runs the convolutions under bfloat16 autocast, faster where the hardware has it, at the cost
 of bit-exactness. A job that is interrupted and run again skips the videos already scored
@@ -36,16 +48,17 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from mnad.clips import frames_note
+from mnad.config import ModelConfig
 from pipelines import options, storage
 from pipelines.data import list_shards, validate_data, video_clock
 from pipelines.errors import UserError
@@ -60,23 +73,36 @@ from pipelines.ray_cluster import (
     nodes_for,
     ray_session,
 )
-from pipelines.schema import SCORES_SCHEMA, FrameShape
-from pipelines.score.actor import FAILED, TOO_SHORT, VideoScorer, VideoTask
+from pipelines.schema import LABEL_UNKNOWN, SCORES_SCHEMA, FrameShape
+from pipelines.score.actor import FAILED, TOO_SHORT, VideoScorer, VideoTask, lockstep_slots
 from pipelines.score.config import ScoreConfig
 from pipelines.score.events import (
     CALIBRATED,
     COLUMNS,
     PER_VIDEO,
+    SCORE_CHOICE,
     Clock,
     archive_events,
-    choose_scores,
-    event_metrics,
+    choice_key,
+    chosen_score,
+    event_counts,
+    event_figures,
+    rank_events,
     videos,
 )
-from pipelines.score.report import FrameRenderer, write_score_report
+from pipelines.score.pictures import PictureRequest, render_pictures
+from pipelines.score.report import (
+    Archive,
+    ArchiveScores,
+    event_frames,
+    known_roc,
+    segment_frames,
+    video_scores,
+    write_score_report,
+)
 from pipelines.score.result import (
     EVENTS_FILE,
-    FRAMES_FILE,
+    FRAMES_DIR,
     PARTS_DIR,
     REPORT_DIR,
     REPORT_INDEX,
@@ -100,36 +126,22 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     ref = tracking.find_model(config.model, uri)
     tasks = score_tasks(config)
     assert summary.shape is not None  # validate_data guarantees one frame size
-    model = _driver_model(config, ref, uri, summary.shape, tasks)
-    normalise = _normalise(config, model.calibration)
-    scored = score_videos(config, tasks, ref, uri, summary.dataset)
-    outcomes, seconds = scored.outcomes, scored.seconds
-    scored_now = sum(int(r["frames"]) for r in outcomes)
-    frames = choose_scores(scored.frames, normalise, config.smooth)
-    storage.write_parquet(frames, storage.join(config.out, FRAMES_FILE))
-    metrics = score_metrics(frames, normalise, model.calibration is not None, config.smooth)
-    metrics[THROUGHPUT] = scored_now / seconds if scored_now else 0.0
-    found = None
-    if model.calibration is not None:
-        found = _events(
-            config, frames, normalise, model.calibration, video_clock(config.data, config.split)
+    calibration = _driver_model(config, ref, uri, summary.shape)
+    normalise = _normalise(config, calibration)
+    with ray_session(config.quiet):
+        scored = score_videos(
+            config, tasks, ref, uri, summary.dataset, normalise=normalise, combine=False
         )
-        storage.write_parquet(found.table, storage.join(config.out, EVENTS_FILE))
-        metrics.update(found.metrics)
-    report_dir = None
-    if model.render is not None:
-        title = f"{summary.dataset} {config.split}: memory {config.memory}"
-        dest = storage.join(config.out, REPORT_DIR)
-        if found is None:
-            report_dir = write_score_report(
-                frames, dest, title=title, metrics=metrics, render=model.render
-            )
-        else:  # the report shows the scores the events were found on: calibrated
-            report_dir = write_score_report(
-                found.scored, dest, title=title, metrics=metrics, render=model.render,
-                events=found.table, threshold=found.threshold,
-                false_alarm_rate=config.false_alarm_rate, normalise=CALIBRATED,
-            )  # fmt: skip
+        outcomes, seconds = scored.outcomes, scored.seconds
+        clock = {} if calibration is None else video_clock(config.data, config.split)
+        read = read_archive(config, tasks, normalise, calibration, clock)
+        metrics = read.metrics
+        metrics[THROUGHPUT] = scored.frames_now / seconds if scored.frames_now else 0.0
+        if read.events is not None:
+            storage.write_parquet(read.events, storage.join(config.out, EVENTS_FILE))
+        report_dir = None
+        if config.report and read.frames:
+            report_dir = _report(config, summary.dataset, read, metrics, ref, uri, tasks)
     result = ScoreResult(
         out=config.out,
         model=config.model,
@@ -138,8 +150,8 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         split=config.split,
         memory=config.memory,
         granularity=config.granularity,
-        frames=frames.num_rows,
-        videos=len(pc.unique(frames.column("video_id"))),
+        frames=read.frames,
+        videos=read.scores.archive.videos,
         failed=tuple(str(r["error"]) for r in outcomes if r["status"] == FAILED),
         skipped=tuple(str(r["error"]) for r in outcomes if r["status"] == TOO_SHORT),
         metrics=metrics,
@@ -151,8 +163,9 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         false_alarm_rate=config.false_alarm_rate,
         smooth=config.smooth,
         merge_gap=config.merge_gap,
-        threshold=None if found is None else found.threshold,
-        events=None if found is None else storage.join(config.out, EVENTS_FILE),
+        threshold=read.threshold,
+        events=None if read.events is None else storage.join(config.out, EVENTS_FILE),
+        scores=storage.join(config.out, FRAMES_DIR),
     )
     result = _track(config, uri, ref, result, report_dir)
     result.write()  # last: summary.json says the scores are complete
@@ -161,29 +174,46 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     return result
 
 
-@dataclass(frozen=True)
-class _DriverModel:
-    calibration: Calibration | None
-    render: FrameRenderer | None  # the report's pictures; None without a report
-
-
 def _driver_model(
-    config: ScoreConfig, ref: ModelRef, uri: str, shape: FrameShape, tasks: list[VideoTask]
-) -> _DriverModel:
-    """The driver's own copy of the model, for what the driver does with it: check that the
-    frames fit it, read its calibration, and render the report's pictures. Fetched into a
-    temporary folder that is gone once the model is loaded; the actors fetch theirs."""
+    config: ScoreConfig, ref: ModelRef, uri: str, shape: FrameShape
+) -> Calibration | None:
+    """What the driver needs of the model: whether the frames are resized for it (one line
+    says so) and its calibration. Read from a temporary folder that is gone once read; the
+    model is never built here (the actors fetch theirs, and so does the task that renders
+    the report's pictures)."""
     from mnad.checkpoint import load_checkpoint
     from pipelines import tracking
 
     with tempfile.TemporaryDirectory(prefix="mnad-score-model-") as tmp:
-        checkpoint_dir = tracking.fetch_model(ref, uri, dst=tmp)
-        checkpoint = load_checkpoint(checkpoint_dir)
-        _check_model_fits(checkpoint.preset, shape, config.data)
-        render = None
-        if config.report:
-            render = FrameRenderer(checkpoint_dir, {t.video_id: t.shard for t in tasks})
-        return _DriverModel(checkpoint.calibration, render)
+        checkpoint = load_checkpoint(tracking.fetch_model(ref, uri, dst=tmp))
+        _frames_note(config, checkpoint.preset.model, shape)
+        return checkpoint.calibration
+
+
+def _report(
+    config: ScoreConfig,
+    dataset: str,
+    read: ReadArchive,
+    metrics: dict[str, float],
+    ref: ModelRef,
+    uri: str,
+    tasks: list[VideoTask],
+) -> str | None:
+    """The report, its pictures rendered on the cluster first (:mod:`.pictures`): the peaks
+    of the archive's top events, or of each video's top segments."""
+    shards = {t.video_id: t.shard for t in tasks}
+    wanted = event_frames(read.events) if read.events is not None else read.segment_frames
+    render = render_pictures(ref, uri, [PictureRequest(v, f, shards[v]) for v, f in wanted])
+    title = f"{dataset} {config.split}: memory {config.memory}"
+    dest = storage.join(config.out, REPORT_DIR)
+    if read.events is None:
+        return write_score_report(read.scores, dest, title=title, metrics=metrics, render=render)
+    # The report shows the scores the events were found on: calibrated.
+    return write_score_report(
+        read.scores, dest, title=title, metrics=metrics, render=render, events=read.events,
+        threshold=read.threshold, false_alarm_rate=config.false_alarm_rate,
+        normalise=CALIBRATED,
+    )  # fmt: skip
 
 
 def _normalise(config: ScoreConfig, calibration: Calibration | None) -> str:
@@ -229,33 +259,45 @@ def score_tasks(config: ScoreConfig) -> list[VideoTask]:
 
 @dataclass(frozen=True)
 class Scored:
-    """What the actors did: one outcome per video, their time, and every part combined."""
+    """What the actors did: one outcome per video, their time, and (when asked) every
+    video's frames combined."""
 
     outcomes: list[dict[str, Any]]
     seconds: float
-    frames: pa.Table  # SCORES_SCHEMA, sorted by video and frame; ``score`` is per-video
+    frames: pa.Table | None  # SCORES_SCHEMA, sorted by video and frame; None: not combined
+
+    @property
+    def frames_now(self) -> int:
+        """Frames scored by this run (not taken up from an earlier one)."""
+        return sum(int(r["frames"]) for r in self.outcomes)
 
 
 def score_videos(
-    config: ScoreConfig, tasks: list[VideoTask], ref: ModelRef, uri: str, dataset: str
+    config: ScoreConfig,
+    tasks: list[VideoTask],
+    ref: ModelRef,
+    uri: str,
+    dataset: str,
+    *,
+    normalise: str = PER_VIDEO,
+    combine: bool = True,
 ) -> Scored:
-    """Score ``tasks`` (the videos whose parts are not there yet) on the cluster and combine
-    every part."""
+    """Score ``tasks`` (the videos whose files are not there yet) on the cluster, their
+    ``score`` as ``normalise`` and ``config.smooth`` say; with ``combine``, read every
+    video's frames into one table (for a few videos; an archive is read video by video,
+    :func:`read_archive`)."""
     storage.remove_temporaries(storage.join(config.out, PARTS_DIR))  # of a killed actor
     with ray_session(config.quiet) as session:
-        outcomes, seconds = _score_videos(config, tasks, ref, uri, dataset, session)
-    frames = combine_parts([t for t in tasks if storage.is_file(t.part)])
+        outcomes, seconds = _score_videos(config, tasks, ref, uri, dataset, normalise, session)
+    frames = combine_parts([t for t in tasks if storage.is_file(t.part)]) if combine else None
     return Scored(outcomes, seconds, frames)
 
 
-def _check_model_fits(preset: Any, shape: FrameShape, data: str) -> None:
-    m = preset.model
-    if (shape.height, shape.width) != (m.height, m.width) or shape.channels not in (1, m.channels):
-        raise UserError(
-            f"{data}: frames are {shape.height}x{shape.width}x{shape.channels}, the model "
-            f"takes {m.height}x{m.width}x{m.channels}; re-run `mnad ingest` with "
-            f"--size {m.height} {m.width} --channels {m.channels}"
-        )
+def _frames_note(config: ScoreConfig, model: ModelConfig, shape: FrameShape) -> None:
+    """Frames of another size than the model's (or colour for a grey model) are made what
+    it takes as they are read (:func:`mnad.clips.model_frames`); one line says so."""
+    if (note := frames_note(shape, model, "the model")) is not None:
+        _log(config, note)
 
 
 # --- the actors ------------------------------------------------------------------------------
@@ -342,6 +384,7 @@ def _score_videos(
     ref: ModelRef,
     tracking_uri: str,
     dataset: str,
+    normalise: str,
     session: RaySession,
 ) -> tuple[list[dict[str, Any]], float]:
     """Run the scoring actors over every video; their outcomes and the seconds it took."""
@@ -352,12 +395,16 @@ def _score_videos(
         _log(config, f"{len(tasks)} videos of {config.data} ({config.split}), {plan.describe()}")
         t0 = time.perf_counter()
         items = [asdict(t) for t in tasks]
-        ds = ray.data.from_items(items, override_num_blocks=1 if paper else max(1, len(items)))
+        per_call = len(items) if paper else _videos_per_call(config, len(items), plan)
+        blocks = max(1, -(-len(items) // max(1, per_call)))
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
         outcomes_ds = ds.map_batches(
             VideoScorer,
-            fn_constructor_kwargs=_scorer_kwargs(config, ref, tracking_uri, dataset, plan),
-            batch_size=None if paper else 1,
-            # A task is a whole video: none waits behind another on a busy actor.
+            fn_constructor_kwargs=_scorer_kwargs(
+                config, ref, tracking_uri, dataset, plan, normalise
+            ),
+            batch_size=None if paper else per_call,
+            # A task is whole videos: none waits behind another on a busy actor.
             compute=ray.data.ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1),
             num_cpus=plan.threads,
             num_gpus=plan.gpus or None,
@@ -368,6 +415,23 @@ def _score_videos(
     where = ", ".join(n[:12] for n in nodes) or "none (every video was scored before)"
     _log(config, f"asked for {plan.describe()}; ran on {len(nodes)} node(s): {where}")
     return outcomes, seconds
+
+
+CALLS_PER_SLOT_FILL = 4
+"""A call of a per-video actor hands it up to this many times as many videos as it scores at
+once, so that its slots are refilled as videos end (a call's slots drain at its end)."""
+
+
+def _videos_per_call(config: ScoreConfig, videos: int, plan: ActorPlan) -> int:
+    """Videos in each call of a per-video actor. With the per-frame update an actor scores
+    several at once (:func:`pipelines.score.actor.lockstep_slots`): the videos are shared
+    out evenly over the actors, a few slot-fills per call at most so that outcomes (and a
+    rerun's resume) come in steps; with the per-batch update, one video per call."""
+    if config.granularity != "frame":
+        return 1
+    slots = lockstep_slots("cuda" if plan.gpus else "cpu")
+    even = -(-videos // max(1, plan.actors))
+    return max(1, min(even, CALLS_PER_SLOT_FILL * slots))
 
 
 ACTORS_START_S = 600
@@ -391,7 +455,12 @@ def _all_actors_first() -> Iterator[None]:
 
 
 def _scorer_kwargs(
-    config: ScoreConfig, ref: ModelRef, tracking_uri: str, dataset: str, plan: ActorPlan
+    config: ScoreConfig,
+    ref: ModelRef,
+    tracking_uri: str,
+    dataset: str,
+    plan: ActorPlan,
+    normalise: str = PER_VIDEO,
 ) -> dict[str, Any]:
     """What each :class:`VideoScorer` is built from: what travels (the model's ref and the
     tracking URI, never a path on the driver's disk) and the plan."""
@@ -405,6 +474,8 @@ def _scorer_kwargs(
         "threads": plan.threads,
         "device": "cuda" if plan.gpus else "cpu",
         "precision": config.precision,
+        "normalise": normalise,
+        "smooth": config.smooth,
     }
 
 
@@ -424,7 +495,7 @@ def _collect(config: ScoreConfig, rows: Iterator[dict[str, Any]], total: int) ->
 
 
 def combine_parts(tasks: list[VideoTask]) -> pa.Table:
-    """All part files in one table, sorted by video and frame."""
+    """All the videos' files in one table, sorted by video and frame (for a few videos)."""
     tables = []
     for task in tasks:
         fs, path = storage.resolve(task.part)
@@ -433,106 +504,219 @@ def combine_parts(tasks: list[VideoTask]) -> pa.Table:
     return table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])
 
 
-def frame_metrics(frames: pa.Table, column: str = "score") -> dict[str, float]:
-    """Micro AUC (the paper's), macro AUC and EER of ``column`` over the labelled frames,
-    when any."""
-    from mnad import metrics
+class KnownFrames:
+    """The labelled frames of an archive, added video by video: their labels and the values
+    of each score series the metrics read, nothing else (no other column, no unlabelled
+    frame), so what it holds is the column data the AUCs need."""
 
+    def __init__(self) -> None:
+        self.labels: dict[str, np.ndarray] = {}  # video_id -> (n,) int8, 0 or 1
+        self.scores: dict[str, dict[str, np.ndarray]] = {}  # series -> video_id -> (n,)
+
+    def add(self, video_id: str, label: np.ndarray, series: Mapping[str, np.ndarray]) -> None:
+        """One video's labels and its scores, a series per name (all of its frames)."""
+        known = label != LABEL_UNKNOWN
+        if not known.any():
+            return
+        self.labels[video_id] = label[known].astype(np.int8)
+        for name, values in series.items():
+            self.scores.setdefault(name, {})[video_id] = np.asarray(values, np.float64)[known]
+
+    def metrics(self, name: str) -> dict[str, float]:
+        """Micro AUC (the paper's), macro AUC and EER of series ``name``, when both classes
+        occur."""
+        from mnad import metrics
+
+        labels_by = self.labels
+        scores_by = {v: self.scores[name][v] for v in labels_by}
+        pooled = np.concatenate(list(labels_by.values())) if labels_by else np.zeros(0)
+        if len(np.unique(pooled)) < 2:
+            return {}
+        macro = metrics.macro_auc(scores_by, labels_by)
+        out = {
+            "micro_auc": metrics.micro_auc(scores_by, labels_by),
+            "eer": metrics.eer(np.concatenate(list(scores_by.values())), pooled),
+        }
+        if macro.n_videos:
+            out["macro_auc"] = macro.value
+        return out
+
+    def roc(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The pooled ROC of series ``name`` (None unless both classes occur)."""
+        if not self.labels:
+            return None
+        scores = np.concatenate([self.scores[name][v] for v in self.labels])
+        return known_roc(scores, np.concatenate(list(self.labels.values())))
+
+
+def frame_metrics(frames: pa.Table, column: str = "score") -> dict[str, float]:
+    """Micro AUC (the paper's), macro AUC and EER of ``column`` over the labelled frames of a
+    table sorted by video, when any."""
     score = frames.column(column).to_numpy()
     label = frames.column("label").to_numpy()
-    by_video: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    known = KnownFrames()
     for video in videos(frames):
-        s, lab = metrics.known_frames(score[video.rows], label[video.rows])
-        if len(lab):
-            by_video[video.video_id] = (s, lab)
-    pooled = np.concatenate([lab for _, lab in by_video.values()]) if by_video else np.zeros(0)
-    if len(np.unique(pooled)) < 2:
-        return {}
-    scores_by = {k: v[0] for k, v in by_video.items()}
-    labels_by = {k: v[1] for k, v in by_video.items()}
-    macro = metrics.macro_auc(scores_by, labels_by)
-    all_scores = np.concatenate(list(scores_by.values()))
-    out = {
-        "micro_auc": metrics.micro_auc(scores_by, labels_by),
-        "eer": metrics.eer(all_scores, pooled),
-    }
-    if macro.n_videos:
-        out["macro_auc"] = macro.value
-    return out
-
-
-def score_metrics(
-    frames: pa.Table, normalise: str, calibrated: bool, window: int
-) -> dict[str, float]:
-    """The frame metrics of ``score`` (the job's normalisation and smoothing), and of each
-    normalisation written, raw and, with ``window`` > 1, smoothed: ``calibrated_micro_auc``,
-    ``per_video_smoothed_micro_auc``..."""
-    out = frame_metrics(frames)
-    for name in (CALIBRATED, PER_VIDEO) if calibrated else (PER_VIDEO,):
-        key = name.replace("-", "_")
-        out.update({f"{key}_{k}": v for k, v in frame_metrics(frames, COLUMNS[name]).items()})
-        if window > 1:
-            smoothed = frame_metrics(choose_scores(frames, name, window))
-            out.update({f"{key}_smoothed_{k}": v for k, v in smoothed.items()})
-    return out
+        known.add(video.video_id, label[video.rows], {column: score[video.rows]})
+    return known.metrics(column)
 
 
 @dataclass(frozen=True)
-class _Events:
-    table: pa.Table
-    threshold: float
-    metrics: dict[str, float]
-    scored: pa.Table  # the frames with ``score`` calibrated and smoothed, as events saw it
+class ReadArchive:
+    """What the driver took from the frames dataset, read one video at a time."""
+
+    frames: int
+    metrics: dict[str, float]  # the AUCs of each series; with a calibration, the events'
+    scores: ArchiveScores  # for the report: counts, its ROC, a video's rows on demand
+    events: pa.Table | None  # EVENTS_SCHEMA, ranked over the archive; None: no calibration
+    threshold: float | None
+    segment_frames: list[tuple[str, int]]  # the per-video report's pictures (no calibration)
 
 
-def _events(
-    config: ScoreConfig, frames: pa.Table, normalise: str, calibration: Calibration, clock: Clock
-) -> _Events:
-    """The archive's events at the calibration's threshold for ``--false-alarm-rate``, and
-    what they measure: alarm rates, events per hour of footage, and against labels."""
-    rate, window = config.false_alarm_rate, config.smooth
-    threshold = calibration.threshold(rate, window)
-    scored = frames if normalise == CALIBRATED else choose_scores(frames, CALIBRATED, window)
-    table = archive_events(scored, threshold, config.merge_gap, clock)
-    over = int(pc.sum(pc.greater(scored.column("score"), threshold)).as_py() or 0)
-    metrics = {
-        "threshold": threshold,
-        "events": float(table.num_rows),
-        "alarm_rate": over / max(1, scored.num_rows),
-        "calibration_alarm_rate": calibration.alarm_rate(threshold, window),
-    }
-    held_out = calibration.held_out_alarm_rate(rate, window)
+def read_archive(
+    config: ScoreConfig,
+    tasks: list[VideoTask],
+    normalise: str,
+    calibration: Calibration | None,
+    clock: Clock,
+) -> ReadArchive:
+    """Read each scored video's file of SCORES/frames in turn (its ``score`` rewritten first
+    when it was scored with another normalisation or smoothing): the metrics of ``score``
+    and of each normalisation written, raw and, with ``--smooth`` > 1, smoothed
+    (``calibrated_micro_auc``, ``per_video_smoothed_micro_auc``...); with a calibration,
+    each video's events at the threshold for ``--false-alarm-rate``, ranked over the
+    archive at the end, and what they measure (alarm rates, events per hour of footage, and
+    against labels). What is held is the labelled frames' scores and the events, never a
+    whole video past its turn."""
+    window = config.smooth
+    names = (CALIBRATED, PER_VIDEO) if calibration is not None else (PER_VIDEO,)
+    threshold = None
+    if calibration is not None:
+        threshold = calibration.threshold(config.false_alarm_rate, window)
+    events_key = "calibrated_smoothed" if window > 1 else "calibrated"
+    parts = {t.video_id: t.part for t in sorted(tasks, key=lambda t: t.video_id)}
+    parts = {v: p for v, p in parts.items() if storage.is_file(p)}
+    known = KnownFrames()
+    found: list[pa.Table] = []
+    ids: list[str] = []
+    labelled: set[str] = set()
+    frames = over = anomalies = overlapped = 0
+    seconds = 0.0
+    wanted: list[tuple[str, int]] = []
+    for video_id, part in parts.items():
+        table = _video_frames(part, normalise, window)
+        n = table.num_rows
+        ids.append(video_id)
+        frames += n
+        label = table.column("label").to_numpy()
+        if (label != LABEL_UNKNOWN).any():
+            labelled.add(video_id)
+        per_video, calibrated = _raw_scores(table)
+        series = {"score": table.column("score").to_numpy()}
+        for name in names:
+            key = name.replace("-", "_")
+            series[key] = per_video if name == PER_VIDEO else calibrated
+            if window > 1:
+                series[f"{key}_smoothed"] = chosen_score(per_video, calibrated, name, window)
+        known.add(video_id, label, series)
+        if calibration is not None and threshold is not None:
+            score = chosen_score(per_video, calibrated, CALIBRATED, window)
+            scored = _with_score(table, score)
+            events = archive_events(scored, threshold, config.merge_gap, clock)
+            found.append(events)
+            over += int((score > threshold).sum())
+            a, b = event_counts(scored, events)
+            anomalies, overlapped = anomalies + a, overlapped + b
+            fps = clock.get(video_id, (None, 0.0))[0]
+            seconds += n / fps if fps else 0.0
+        elif config.report:
+            wanted += segment_frames(video_scores(table))
+
+    metrics = known.metrics("score")
+    for name in names:
+        key = name.replace("-", "_")
+        metrics.update({f"{key}_{k}": v for k, v in known.metrics(key).items()})
+        if window > 1:
+            smoothed = known.metrics(f"{key}_smoothed")
+            metrics.update({f"{key}_smoothed_{k}": v for k, v in smoothed.items()})
+
+    def video(video_id: str) -> pa.Table:
+        table = _video_frames(parts[video_id], normalise, window)
+        if calibration is None:
+            return table
+        return _with_score(table, chosen_score(*_raw_scores(table), CALIBRATED, window))
+
+    counts = Archive(len(ids), frozenset(labelled), frames, tuple(ids))
+    if calibration is None or threshold is None:
+        scores = ArchiveScores(counts, known.roc("score"), video)
+        return ReadArchive(frames, metrics, scores, None, None, wanted)
+    ranked = rank_events(found)
+    metrics.update(
+        {
+            "threshold": threshold,
+            "events": float(ranked.num_rows),
+            "alarm_rate": over / max(1, frames),
+            "calibration_alarm_rate": calibration.alarm_rate(threshold, window),
+        }
+    )
+    held_out = calibration.held_out_alarm_rate(config.false_alarm_rate, window)
     if held_out is not None:
         metrics["calibration_held_out_alarm_rate"] = held_out
-    hours = _hours(scored, clock)
-    if hours:
-        metrics["events_per_hour"] = table.num_rows / hours
-    metrics.update(event_metrics(scored, table))
-    return _Events(table, threshold, metrics, scored)
+    if seconds:
+        metrics["events_per_hour"] = ranked.num_rows / (seconds / 3600)
+    metrics.update(event_figures(anomalies, overlapped, ranked))
+    scores = ArchiveScores(counts, known.roc(events_key), video)
+    return ReadArchive(frames, metrics, scores, ranked, threshold, [])
 
 
-def _hours(frames: pa.Table, clock: Clock) -> float:
-    """Hours of scored footage in the videos whose frame rate is known."""
-    seconds = 0.0
-    for video in videos(frames):
-        fps = clock.get(video.video_id, (None, 0.0))[0]
-        if fps:
-            seconds += (video.rows.stop - video.rows.start) / fps
-    return seconds / 3600
+def _video_frames(part: str, normalise: str, window: int) -> pa.Table:
+    """One video's file of SCORES/frames, without its metadata. A file whose ``score`` is
+    another normalisation or smoothing than ``normalise`` over ``window`` (scored by an
+    earlier job with other options) gets the asked ``score`` and is written back first."""
+    fs, path = storage.resolve(part)
+    table = pq.read_table(path, filesystem=fs)
+    meta = table.schema.metadata or {}
+    asked = choice_key(normalise, window)
+    if meta.get(SCORE_CHOICE) != asked:
+        table = _with_score(table, chosen_score(*_raw_scores(table), normalise, window))
+        table = table.replace_schema_metadata({**meta, SCORE_CHOICE: asked})
+        storage.write_parquet(table, part)
+    return table.replace_schema_metadata(None)
+
+
+def _raw_scores(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
+    """(per-video, calibrated or None without a calibration) scores of one video."""
+    calibrated = table.column(COLUMNS[CALIBRATED])
+    per_video = table.column(COLUMNS[PER_VIDEO]).to_numpy()
+    return per_video, None if calibrated.null_count else calibrated.to_numpy()
+
+
+def _with_score(table: pa.Table, score: np.ndarray) -> pa.Table:
+    at = table.schema.get_field_index("score")
+    return table.set_column(at, table.schema.field("score"), pa.array(score, pa.float64()))
 
 
 # --- MLflow ----------------------------------------------------------------------------------
 
 
+SCORES_URI_TAG = "mnad.scores_uri"
+"""The score run's tag that says where its frames dataset is (absolute path or URI)."""
+
+
 def _track(
     config: ScoreConfig, uri: str, ref: ModelRef, result: ScoreResult, report_dir: str | None
 ) -> ScoreResult:
-    """The MLflow run of the job, linked to the model version: params, metrics, the scores,
-    the summary and the report as artifacts. Returns the result with its ``run_id``."""
+    """The MLflow run of the job, linked to the model version: params, metrics, the summary,
+    the events and the report as artifacts, and where the scores are (tag
+    ``mnad.scores_uri``: the frames dataset, never copied into the run). Returns the result
+    with its ``run_id``."""
     from pipelines import tracking
 
     params = {k: v for k, v in options.values(config).items() if k != "quiet"}
-    tags = {"mnad.stage": "score", "mnad.model_uri": ref.uri}
+    tags = {
+        "mnad.stage": "score",
+        "mnad.model_uri": ref.uri,
+        SCORES_URI_TAG: storage.absolute(storage.join(config.out, FRAMES_DIR)),
+    }
     experiment = config.experiment or result.dataset
     with (
         tracking.start_run(uri, experiment, f"score-{config.memory}", params, tags) as run,
@@ -544,7 +728,6 @@ def _track(
         result = dataclasses.replace(result, run_id=run.run_id)
         summary = os.path.join(tmp, SCORES_SUMMARY_FILE)
         result.write(summary)  # the summary SCORES will hold, logged before it is written
-        run.log_artifact(_local_file(storage.join(config.out, FRAMES_FILE), tmp))
         if result.events:
             run.log_artifact(_local_file(result.events, tmp))
         run.log_artifact(summary)
@@ -566,12 +749,16 @@ def _local_file(uri: str, folder: str) -> str:
 
 
 __all__ = [
+    "SCORES_URI_TAG",
     "ActorPlan",
+    "KnownFrames",
+    "ReadArchive",
     "Scored",
     "actor_need",
     "combine_parts",
     "frame_metrics",
     "plan_actors",
+    "read_archive",
     "run_score",
     "score_videos",
 ]

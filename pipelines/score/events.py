@@ -11,8 +11,12 @@ asked for, the archive's events, and how well they match the labels (driver).
 - :func:`event_metrics`: with labels, the share of anomalous intervals an event overlaps
   and the events that overlap no anomalous frame.
 
-The table is sorted by video and frame (``combine_parts``); videos are located by their
-boundaries, never by a mask over the whole table per video.
+- :func:`chosen_score`: the same choice on one video's arrays, as the scoring actors write
+  it into each video's file of ``SCORES/frames/`` (its choice recorded as ``SCORE_CHOICE``).
+
+A table is sorted by video and frame; videos are located by their boundaries, never by a
+mask over the whole table per video. The driver calls these on one video at a time, so
+that nothing it holds grows with the archive but the events.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ COLUMNS = {CALIBRATED: "score_calibrated", PER_VIDEO: "score_per_video"}
 """Each normalisation's column in SCORES_SCHEMA."""
 GAP_FRAMES_UNKNOWN_FPS = 25
 """Frames per second assumed for the merge gap of a video whose frame rate is unknown."""
+
+SCORE_CHOICE = b"mnad.score"
+"""Frame-file metadata: the normalisation and smoothing of its ``score`` (``choice_key``)."""
 
 Clock = Mapping[str, tuple[float | None, float]]
 """video_id -> (frames per second or None, the source's start time in seconds)."""
@@ -66,6 +73,63 @@ def choose_scores(frames: pa.Table, normalise: str, window: int) -> pa.Table:
     )
     at = frames.schema.get_field_index("score")
     return frames.set_column(at, frames.schema.field("score"), pa.array(score, pa.float64()))
+
+
+def choice_key(normalise: str, window: int) -> bytes:
+    """What ``SCORE_CHOICE`` records: ``b"calibrated/5"``."""
+    return f"{normalise}/{window}".encode()
+
+
+def chosen_score(
+    per_video: np.ndarray, calibrated: np.ndarray | None, normalise: str, window: int
+) -> np.ndarray:
+    """One video's ``score``: its ``normalise`` scores (``calibrated`` is None without a
+    calibration), smoothed over ``window`` frames (trailing)."""
+    raw = per_video if normalise == PER_VIDEO else calibrated
+    if raw is None:
+        raise ValueError(f"{COLUMNS[normalise]} has no values: the model has no calibration")
+    return cal.smooth(np.asarray(raw, np.float64), window)
+
+
+def rank_events(tables: list[pa.Table]) -> pa.Table:
+    """Events found video by video (``EVENTS_SCHEMA``, any ``rank``) ranked over them all:
+    highest peak first, ties by video and first frame."""
+    if not tables:
+        return EVENTS_SCHEMA.empty_table()
+    table = pa.concat_tables(tables).sort_by(
+        [("peak_score", "descending"), ("video_id", "ascending"), ("first_frame", "ascending")]
+    )
+    at = table.schema.get_field_index("rank")
+    ranks = pa.array(np.arange(1, table.num_rows + 1), table.schema.field("rank").type)
+    return table.set_column(at, table.schema.field("rank"), ranks)
+
+
+def event_counts(frames: pa.Table, events: pa.Table) -> tuple[int, int]:
+    """(anomalies, of them overlapped by an event) in ``frames`` (:func:`event_metrics`)."""
+    index = frames.column("frame_index").to_numpy()
+    label = frames.column("label").to_numpy()
+    by_video: dict[str, list[tuple[int, int]]] = {}
+    for row in events.select(["video_id", "first_frame", "last_frame"]).to_pylist():
+        by_video.setdefault(row["video_id"], []).append((row["first_frame"], row["last_frame"]))
+    anomalies = found = 0
+    for video in videos(frames):
+        spans = by_video.get(video.video_id, [])
+        for first, last in _runs(index[video.rows], label[video.rows] == LABEL_ANOMALOUS):
+            anomalies += 1
+            found += any(a <= last and first <= b for a, b in spans)
+    return anomalies, found
+
+
+def event_figures(anomalies: int, found: int, events: pa.Table) -> dict[str, float]:
+    """:func:`event_metrics` from the counts of :func:`event_counts` and the events."""
+    if not anomalies:
+        return {}
+    normal = events.filter(pc.equal(events.column("anomalous_frames"), 0))
+    return {
+        "anomalies": float(anomalies),
+        "anomalies_found": found / anomalies,
+        "events_on_normal": float(normal.num_rows),
+    }
 
 
 def archive_events(
@@ -102,25 +166,7 @@ def event_metrics(frames: pa.Table, events: pa.Table) -> dict[str, float]:
     """Event-level figures against the labels (none without anomalous frames):
     ``anomalies`` (maximal runs of anomalous frames), ``anomalies_found`` (the share that an
     event overlaps) and ``events_on_normal`` (events that overlap no anomalous frame)."""
-    index = frames.column("frame_index").to_numpy()
-    label = frames.column("label").to_numpy()
-    by_video: dict[str, list[tuple[int, int]]] = {}
-    for row in events.select(["video_id", "first_frame", "last_frame"]).to_pylist():
-        by_video.setdefault(row["video_id"], []).append((row["first_frame"], row["last_frame"]))
-    anomalies = found = 0
-    for video in videos(frames):
-        spans = by_video.get(video.video_id, [])
-        for first, last in _runs(index[video.rows], label[video.rows] == LABEL_ANOMALOUS):
-            anomalies += 1
-            found += any(a <= last and first <= b for a, b in spans)
-    if not anomalies:
-        return {}
-    normal = events.filter(pc.equal(events.column("anomalous_frames"), 0))
-    return {
-        "anomalies": float(anomalies),
-        "anomalies_found": found / anomalies,
-        "events_on_normal": float(normal.num_rows),
-    }
+    return event_figures(*event_counts(frames, events), events)
 
 
 def _runs(index: np.ndarray, flag: np.ndarray) -> list[tuple[int, int]]:
@@ -134,8 +180,14 @@ __all__ = [
     "CALIBRATED",
     "COLUMNS",
     "PER_VIDEO",
+    "SCORE_CHOICE",
     "archive_events",
+    "choice_key",
     "choose_scores",
+    "chosen_score",
+    "event_counts",
+    "event_figures",
     "event_metrics",
+    "rank_events",
     "videos",
 ]

@@ -3,8 +3,8 @@ config's scores are there (:func:`completion`) (driver).
 
 ::
 
-    SCORES/parts/<video_id>.parquet   one per scored video, written by the actors (resume)
-    SCORES/frames.parquet             every part combined, sorted by video and frame
+    SCORES/frames/<video_id>.parquet  one per scored video, written by the actors (resume):
+                                      together a Parquet dataset of every scored frame
     SCORES/events.parquet             runs over the threshold, ranked (calibrated models)
     SCORES/report/index.html          the report (and its plots and pictures)
     SCORES/summary.json               the result; written last, so its presence means done
@@ -12,19 +12,32 @@ config's scores are there (:func:`completion`) (driver).
 ``summary.json`` is :meth:`ScoreResult.summary`: the result without the folder it is in,
 with the metrics also at the top level (``micro_auc``...) as before. :func:`completion` reads
 it back with :func:`read_result`; nothing else knows its keys.
+
+``frames/`` is the scores themselves, never copied into one file: each video's file is
+written once by the actor that scored it (``score`` is already the job's normalisation and
+smoothing), so the archive can grow without any one process holding it.
+:func:`frames_dataset` opens it as a ``pyarrow.dataset`` (read the columns you need, or
+filter by ``video_id``); :func:`read_frames` reads it whole, sorted, for small archives. It
+holds every video scored into SCORES, also those of an earlier job with other ``--videos``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.score.config import ScoreConfig
 from pipelines.stage import Completion, Result
 
-PARTS_DIR = "parts"
-FRAMES_FILE = "frames.parquet"
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+FRAMES_DIR = "frames"
+PARTS_DIR = FRAMES_DIR
+"""The actors' per-video files are the frames dataset itself."""
 EVENTS_FILE = "events.parquet"
 SCORES_SUMMARY_FILE = "summary.json"
 REPORT_DIR = "report"
@@ -45,8 +58,8 @@ class ScoreResult(Result):
     split: str
     memory: str
     granularity: str
-    frames: int  # rows of frames.parquet
-    videos: int  # videos in frames.parquet
+    frames: int  # frames scored (rows of this job's videos in frames/)
+    videos: int  # videos scored
     failed: tuple[str, ...]  # one line per video that could not be scored
     skipped: tuple[str, ...]  # one line per video too short for a clip
     metrics: dict[str, float]  # micro_auc, macro_auc, eer (with labels), frames_per_s
@@ -61,6 +74,7 @@ class ScoreResult(Result):
     merge_gap: float = 0.0  # seconds joining two runs into one event
     threshold: float | None = None  # on the calibrated scale; None: no calibration
     events: str | None = None  # events.parquet under SCORES, if one was written
+    scores: str | None = None  # the frames dataset (SCORES/frames) its scores are in
 
     @property
     def exit_status(self) -> int:
@@ -84,6 +98,7 @@ class ScoreResult(Result):
         del doc["out"]
         doc["report"] = REPORT_INDEX if self.report else None
         doc["events"] = EVENTS_FILE if self.events else None
+        doc["scores"] = FRAMES_DIR if self.scores else None
         return {**doc, **doc["metrics"]}
 
     def write(self, uri: str | None = None) -> None:
@@ -99,8 +114,11 @@ def read_result(out: str) -> ScoreResult | None:
         return None
     report = storage.join(out, doc["report"]) if doc.get("report") else None
     events = storage.join(out, doc["events"]) if doc.get("events") else None
+    scores = storage.join(out, doc["scores"]) if doc.get("scores") else None
     try:
-        return ScoreResult.from_json({**doc, "out": out, "report": report, "events": events})
+        return ScoreResult.from_json(
+            {**doc, "out": out, "report": report, "events": events, "scores": scores}
+        )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -137,6 +155,24 @@ def completion(config: ScoreConfig) -> Completion:
     return Completion.missing(f"no {SCORES_SUMMARY_FILE} in {config.out} yet")
 
 
+def frames_dataset(out: str) -> pads.Dataset:
+    """SCORES/frames as a ``pyarrow.dataset`` (temporaries of a killed actor, whose names
+    start with a dot, are not part of it)."""
+    import pyarrow.dataset as pads
+
+    fs, path = storage.resolve(storage.join(out, FRAMES_DIR))
+    return pads.dataset(path, format="parquet", filesystem=fs)
+
+
+def read_frames(out: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every scored frame of SCORES (``columns`` only, when given), sorted by video and frame:
+    the whole archive in memory, for small ones and for tests."""
+    names = None if columns is None else list(dict.fromkeys(["video_id", "frame_index", *columns]))
+    table = frames_dataset(out).to_table(columns=names).replace_schema_metadata(None)
+    table = table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])
+    return table if columns is None else table.select(list(columns))
+
+
 def discard(config: ScoreConfig) -> None:
     """Delete the SCORES folder ``config.out`` and everything in it (``--force``)."""
     storage.delete_tree(config.out)
@@ -144,7 +180,7 @@ def discard(config: ScoreConfig) -> None:
 
 __all__ = [
     "EVENTS_FILE",
-    "FRAMES_FILE",
+    "FRAMES_DIR",
     "PARTS_DIR",
     "REPORT_DIR",
     "REPORT_INDEX",
@@ -153,5 +189,7 @@ __all__ = [
     "ScoreResult",
     "completion",
     "discard",
+    "frames_dataset",
+    "read_frames",
     "read_result",
 ]

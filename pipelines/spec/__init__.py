@@ -1,6 +1,6 @@
 """`mnad run SPEC.yaml`: the orchestrator of whole jobs.
 
-One YAML file describes a job (``examples/*.yaml``)::
+One YAML file describes a job (``examples/*.yaml``); stages run in this order::
 
     name: ped2                          # required: names the training run
     output: ../mnad-runs/ped2           # the job's folder or URI (default: mnad-runs/NAME)
@@ -15,9 +15,13 @@ One YAML file describes a job (``examples/*.yaml``)::
     train:                              # `mnad train` options; omit it to score score.model
       preset: small
       workers: 1
+    evaluate: {split: test}             # `mnad evaluate` options: the trained version on DATA
+    promote:                            # `mnad promote` options; on defaults to DATA
+      alias: champion                   #   moved only if the version measures at least as well
     score:                              # `mnad score` options; out defaults to OUTPUT/scores
       memory: [per-video, paper]        # one scoring job per mode
-      model: models:/mnad-ped2@champion # default: the model that `train` registers
+      model: models:/mnad-ped2@champion # default: promote's alias, else the model `train`
+                                        #   registers
 
 - :mod:`~pipelines.spec.parse`: the YAML into each stage's config (one validation, shared
   with the command line), every error one line naming the file and the key.

@@ -1,13 +1,16 @@
 """A job's YAML spec into each stage's config (driver; no Ray, no I/O beyond the file).
 
 Each section takes the options of its stage's config (``SynthConfig``, ``IngestConfig``,
-``TrainConfig``, ``ScoreConfig``) under their field names and is checked and built by
-:mod:`pipelines.options`, so the spec and the command line share one definition and one
-validation. The keys that wire the stages together (a stage's input is the previous
-stage's output; one tracking store, experiment and output folder for the job) are set by
-the spec and refused in a section. Relative paths (the fields marked ``path``) are
-relative to the spec's folder; URIs (``s3://``, ``gs://``, ``models:/``) are kept. Every
-error is one line naming the spec file and the key, before any work starts.
+``TrainConfig``, ``EvaluateConfig``, ``PromoteConfig``, ``ScoreConfig``) under their field
+names and is checked and built by :mod:`pipelines.options`, so the spec and the command line
+share one definition and one validation. The keys that wire the stages together (a stage's
+input is the previous stage's output; one tracking store, experiment and output folder for
+the job) are set by the spec and refused in a section. The models of ``evaluate`` and
+``promote`` default to the version that ``train`` registers, and ``promote`` measures on
+DATA (``on``) with its evaluations under OUTPUT/evaluations. Relative paths (the fields
+marked ``path``) are relative to the spec's folder; URIs (``s3://``, ``gs://``,
+``models:/``) are kept. Every error is one line naming the spec file and the key, before any
+work starts.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from typing import Any
 
 from pipelines import options, storage
 from pipelines.errors import OptionError, UserError
+from pipelines.evaluate import EvaluateConfig, PromoteConfig
 from pipelines.ingest import IngestConfig
 from pipelines.score import ScoreConfig
 from pipelines.synth import SynthConfig
 from pipelines.train import TrainConfig
 
-STAGES = ("synth", "ingest", "train", "score")
+STAGES = ("synth", "ingest", "train", "evaluate", "promote", "score")
 SPEC_KEYS = ("name", "output", "tracking_uri", "experiment", *STAGES)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -59,8 +63,13 @@ class JobSpec:
     ingest: IngestConfig
     train: TrainConfig | None  # None: score ``score_model``
     score: tuple[ScoreConfig, ...]  # one per memory mode; ``model`` and ``out`` set at run time
-    score_model: str | None  # the spec's score.model; None: the model ``train`` registers
+    score_model: str | None  # the spec's score.model; None: the promoted alias, else train's
     score_out: str  # the scores' root: <score_out>/<model>-v<version>/<memory>
+    evaluate: EvaluateConfig | None = None  # ``model`` and ``out`` set at run time
+    evaluate_model: str | None = None  # the spec's evaluate.model; None: train's version
+    promote: PromoteConfig | None = None  # ``model`` set at run time
+    promote_model: str | None = None  # the spec's promote.model; None: train's version
+    evaluations: str = ""  # the evaluations' root: <evaluations>/<name>-<version>-<data>-<split>
 
 
 def load_spec(path: str | os.PathLike[str], quiet: bool = False) -> JobSpec:
@@ -88,8 +97,15 @@ def parse_spec(raw: Any, where: str, quiet: bool = False) -> JobSpec:
         raise SpecError(f"{where}: a spec is a mapping of {', '.join(SPEC_KEYS)}")
     top = _Top(raw, where)
     sections = {stage: top.section(stage) for stage in STAGES}
-    if sections["train"] is None and not (sections["score"] or {}).get("model"):
-        raise SpecError(f"{where}: score.model: required when the spec has no train section")
+    if sections["train"] is None:
+        # without a trained version, each model must be named (score's may be promote's alias)
+        named = [s for s in ("evaluate", "promote") if sections[s] is not None]
+        named += [] if sections["promote"] is not None else ["score"]
+        for stage in named:
+            if not (sections[stage] or {}).get("model"):
+                raise SpecError(
+                    f"{where}: {stage}.model: required when the spec has no train section"
+                )
     job = {
         "tracking_uri": top.tracking_uri,
         "experiment": top.get("experiment"),
@@ -103,6 +119,12 @@ def parse_spec(raw: Any, where: str, quiet: bool = False) -> JobSpec:
     if sections["train"] is not None:
         train = section.build(TrainConfig, "train", sections["train"], data=ingest.out)
     scores, score_model, score_out = section.scores(sections["score"] or {}, ingest.out)
+    evaluations = storage.join(top.output, "evaluations")
+    evaluate = evaluate_model = promote = promote_model = None
+    if sections["evaluate"] is not None:
+        evaluate, evaluate_model = section.evaluate(sections["evaluate"], ingest.out)
+    if sections["promote"] is not None:
+        promote, promote_model = section.promote(sections["promote"], ingest.out, evaluations)
     return JobSpec(
         path=str(Path(where).resolve()),
         name=top.name,
@@ -114,6 +136,11 @@ def parse_spec(raw: Any, where: str, quiet: bool = False) -> JobSpec:
         score=scores,
         score_model=score_model,
         score_out=score_out,
+        evaluate=evaluate,
+        evaluate_model=evaluate_model,
+        promote=promote,
+        promote_model=promote_model,
+        evaluations=evaluations,
     )
 
 
@@ -153,8 +180,10 @@ class _Top:
         """The job's store: the spec's, else $MLFLOW_TRACKING_URI, else OUTPUT/mlflow.db."""
         from pipelines.tracking import resolve_tracking_uri
 
-        if value is None and storage.is_uri(self.output) and not os.environ.get(
-            "MLFLOW_TRACKING_URI"
+        if (
+            value is None
+            and storage.is_uri(self.output)
+            and not os.environ.get("MLFLOW_TRACKING_URI")
         ):
             raise SpecError(
                 f"{self.where}: tracking_uri: required when output is a URI ({self.output}): "
@@ -216,6 +245,28 @@ class _Sections:
         if "out" not in raw:
             wiring["out"] = storage.join(self.job["output"], "data")
         return self.build(IngestConfig, "ingest", raw, **wiring)
+
+    def evaluate(self, raw: Mapping[str, Any], data: str) -> tuple[EvaluateConfig, str | None]:
+        """The evaluation of a version on DATA; the spec's model (if any)."""
+        given = self.options(EvaluateConfig, "evaluate", raw)
+        model = given.pop("model", None)
+        config = self.build(EvaluateConfig, "evaluate", {}, **given, data=data, model=model or "")
+        return config, model
+
+    def promote(
+        self, raw: Mapping[str, Any], data: str, evaluations: str
+    ) -> tuple[PromoteConfig, str | None]:
+        """The promotion, measured on DATA unless ``on`` names other labelled data, its
+        evaluations under ``evaluations``; the spec's model (if any)."""
+        if "alias" not in raw:
+            raise SpecError(f"{self.where}: promote.alias: required (the alias to move, e.g. "
+                            "champion)")  # fmt: skip
+        given = self.options(PromoteConfig, "promote", raw)
+        model = given.pop("model", None)
+        given.setdefault("on", data)
+        given.setdefault("out", evaluations)
+        config = self.build(PromoteConfig, "promote", {}, **given, model=model or "")
+        return config, model
 
     def scores(
         self, raw: Mapping[str, Any], data: str

@@ -13,7 +13,7 @@ class StageOutcome:
     stage: str
     status: str
     seconds: float
-    result: Any  # SynthResult, IngestResult, TrainResult or ScoreResult
+    result: Any  # SynthResult, IngestResult, TrainResult, EvaluateResult, PromoteResult...
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "seconds": round(self.seconds, 1), **self.result.to_json()}
@@ -30,6 +30,7 @@ class JobResult:
     seconds: float
     stages: tuple[StageOutcome, ...]
     exit_status: int
+    refused: str | None = None  # why the promotion was refused, in one line
 
     def stage(self, name: str) -> list[StageOutcome]:
         return [s for s in self.stages if s.stage == name]
@@ -38,17 +39,31 @@ class JobResult:
     def ui_command(self) -> str:
         return f"mnad ui --tracking-uri {self.tracking_uri}"
 
+    @property
+    def status(self) -> str:
+        """``ok``; ``promotion_refused`` (the alias was left); ``failed_inputs`` (some input
+        could not be ingested, whatever else happened)."""
+        if self.exit_status == 0:
+            return "ok"
+        return "promotion_refused" if self.refused and self._ingested_all else "failed_inputs"
+
+    @property
+    def _ingested_all(self) -> bool:
+        return all(getattr(s.result, "exit_status", 0) == 0 for s in self.stage("ingest"))
+
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "spec": self.spec,
             "name": self.name,
-            "status": "ok" if self.exit_status == 0 else "failed_inputs",
+            "status": self.status,
             "exit_status": self.exit_status,
             "tracking_uri": self.tracking_uri,
             "ui": self.ui_command,
             "data": self.data,
             "seconds": round(self.seconds, 1),
         }
+        if self.refused:
+            doc["refused"] = self.refused
         for outcome in self.stages:
             if outcome.stage == "score":
                 doc.setdefault("score", []).append(outcome.to_json())
@@ -72,6 +87,12 @@ def format_result(result: JobResult) -> str:
             lines.append(
                 f"  model    {r.model_uri} ({outcome.status}; run {r.name}, MLflow run {r.run_id})"
             )
+        elif outcome.stage == "evaluate":
+            aucs = ", ".join(f"{name} {r.metrics[k]:.4f}" for k, name in _METRICS if k in r.metrics)
+            lines.append(f"  evaluate {r.model_uri} on {r.dataset} {r.split}: {aucs} "
+                         f"({outcome.status})")  # fmt: skip
+        elif outcome.stage == "promote":
+            lines.append(f"  promote  {_decision(r)} ({outcome.status})")
         elif outcome.stage == "score":
             metrics = r.metrics
             aucs = ", ".join(f"{name} {metrics[k]:.4f}" for k, name in _METRICS if k in metrics)
@@ -83,9 +104,28 @@ def format_result(result: JobResult) -> str:
     return "\n".join(lines)
 
 
+def refusal(result: Any) -> str:
+    """A refused promotion (a ``PromoteResult``) in one line: both values, by how much."""
+    values = result.values
+    return (
+        f"{result.candidate} {result.metric} {values['candidate']:.4f} is short of "
+        f"{values['incumbent']:.4f} of {result.over} ({result.incumbent}) on {result.dataset} "
+        f"{result.split} by {-result.margin:.4f}; {result.alias} left on {result.incumbent}"
+    )
+
+
+def _decision(r: Any) -> str:
+    """What a promotion decided, for the result's lines."""
+    if not r.promoted:
+        return f"{r.alias} left on {r.incumbent}: {r.candidate} refused"
+    if r.margin is None:
+        return f"{r.alias} -> {r.candidate} (nothing to compare)"
+    return f"{r.alias} -> {r.candidate} ({r.metric} ahead of {r.incumbent} by {r.margin:.4f})"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-__all__ = ["JobResult", "StageOutcome", "format_result"]
+__all__ = ["JobResult", "StageOutcome", "format_result", "refusal"]

@@ -4,7 +4,16 @@ For each stage: ask the stage whether its outputs are complete (``completion(con
 decide (:func:`pipelines.spec.plan.decide`), run it or read its result back, and hand its
 typed result to the next stage. The training run is named ``NAME-<fingerprint>``, the
 fingerprint hashing what decides the model (``pipelines.train.run_identity``), so a changed
-spec trains a new run and an unchanged one finds its model. Scores go to
+spec trains a new run and an unchanged one finds its model.
+
+The registry cycle, when the spec has ``evaluate`` and ``promote`` sections: the version that
+training registered (or the section's ``model``) is evaluated on DATA (skipped when the version
+carries that evaluation already), then the promotion is decided (every time: a decision on
+the registry as it is now), then scoring runs, by default with the alias the promotion is
+about (``models:/<name>@champion``): production scores with the champion, whichever version
+that is after the decision. A refused promotion does not stop the job (the champion it left
+in place still scores) but makes it exit with status 1, the reason printed last in one line
+(on stderr) after the comparison is recorded on both versions. Scores go to
 ``SCORES/<model>-v<version>/<memory>/``: the model is found in the registry (not
 downloaded) to pin its version, since an alias moves and a version does not.
 
@@ -26,13 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pipelines import ingest, score, stage, storage, synth, train
+from pipelines import evaluate, ingest, score, stage, storage, synth, train
 from pipelines.errors import OptionError
+from pipelines.evaluate.completion import evaluate_completion, promote_completion, promote_scores
+from pipelines.evaluate.evaluate import scores_folder
 from pipelines.options import hidden, option
 from pipelines.ray_cluster import RaySession
 from pipelines.spec.parse import STAGES, JobSpec, load_spec
 from pipelines.spec.plan import decide
-from pipelines.spec.result import JobResult, StageOutcome, format_result
+from pipelines.spec.result import JobResult, StageOutcome, format_result, refusal
 from pipelines.stage import Completion
 
 Say = Callable[[str], None]
@@ -100,6 +111,8 @@ def run_spec(config: RunSpecConfig) -> JobResult:
         print(json.dumps(result.to_json(), default=str), flush=True)
     else:
         print(format_result(result), flush=True)
+    if result.refused:
+        print(f"mnad run: promotion refused: {result.refused}", file=sys.stderr, flush=True)
     return result
 
 
@@ -118,14 +131,24 @@ def run_job(
         outcomes.append(job.stage("synth", spec.synth, what=what))
     ingested = job.stage("ingest", spec.ingest, what=f"{spec.ingest.source} -> {spec.ingest.out}")
     outcomes.append(ingested)
-    model = spec.score_model
+    registered = None
     if spec.train is not None:
         config = job.train_config(spec)
         trained = job.stage("train", config, what=f"run {config.name}")
         outcomes.append(trained)
-        model = trained.result.model_uri
-    assert model is not None  # parse_spec: score.model is required without a train section
+        registered = trained.result.model_uri
+    if spec.evaluate is not None:
+        outcomes.append(job.evaluate(spec, spec.evaluate_model or registered))
+    refused, model = None, spec.score_model or registered
+    if spec.promote is not None:
+        promoted = job.promote(spec, spec.promote_model or registered)
+        outcomes.append(promoted)
+        decision = promoted.result
+        refused = None if decision.promoted else refusal(decision)
+        model = spec.score_model or f"{decision.candidate.rsplit('/', 1)[0]}@{decision.alias}"
+    assert model is not None  # parse_spec: score.model is required without train or promote
     outcomes.extend(job.scores(spec, model))
+    failed_inputs = getattr(ingested.result, "exit_status", 0)
     return JobResult(
         spec=spec.path,
         name=spec.name,
@@ -133,7 +156,8 @@ def run_job(
         data=spec.ingest.out,
         seconds=time.perf_counter() - t0,
         stages=tuple(outcomes),
-        exit_status=getattr(ingested.result, "exit_status", 0),
+        exit_status=failed_inputs or (1 if refused else 0),
+        refused=refused,
     )
 
 
@@ -143,13 +167,21 @@ class _Stage(NamedTuple):
     completion: Callable[[Any], Completion]
     run: Callable[[Any], Any]
     discard: Callable[[Any], None] | None
-    needs_ray: bool
+    needs_ray: bool | Callable[[Any], bool]  # or: whether this config of the stage does
+
+
+def _discard_evaluation(config: evaluate.EvaluateConfig) -> None:
+    """``--force evaluate``: the scores of the earlier evaluation go, so it is scored again."""
+    if config.out:
+        storage.delete_tree(config.out)
 
 
 _STAGES = {
     "synth": _Stage(synth.completion, synth.synthesize, None, needs_ray=False),
     "ingest": _Stage(ingest.completion, ingest.run_ingest, None, needs_ray=True),
     "train": _Stage(train.completion, train.run_train, train.discard, needs_ray=True),
+    "evaluate": _Stage(evaluate_completion, evaluate.run_evaluate, _discard_evaluation, True),
+    "promote": _Stage(promote_completion, evaluate.run_promote, None, needs_ray=promote_scores),
     "score": _Stage(score.completion, score.run_score, score.discard, needs_ray=True),
 }
 
@@ -174,7 +206,8 @@ class _Job:
             ops.discard(config)
         resume = step.action == "resume"
         self.say(f"{label}: {'resuming' if resume else 'running'} {what} ({step.reason})")
-        if ops.needs_ray and self.ray_ is not None:
+        needs_ray = ops.needs_ray(config) if callable(ops.needs_ray) else ops.needs_ray
+        if needs_ray and self.ray_ is not None:
             self.ray_.ensure()
         if name in ("train", "score"):  # they ask a cluster that can grow for their nodes
             grows = self.ray_ is not None and self.ray_.can_grow
@@ -191,6 +224,30 @@ class _Job:
         assert spec.train is not None
         name = f"{spec.name}-{stage.fingerprint(train.run_identity(spec.train))}"
         return dataclasses.replace(spec.train, name=name, probe=self.config.probe)
+
+    def evaluate(self, spec: JobSpec, model: str | None) -> StageOutcome:
+        """The evaluation of ``model``'s version (pinned now) on DATA, its scores under the
+        job's evaluations, in the folder a promotion would evaluate it in too."""
+        from pipelines.data import read_summary
+
+        assert spec.evaluate is not None and model  # parse_spec: a model or a train section
+        ref = evaluate.pinned_version(model, spec.tracking_uri)
+        config = spec.evaluate
+        dataset = read_summary(config.data).dataset
+        out = config.out or scores_folder(
+            spec.evaluations, str(ref.name), str(ref.version), dataset, config.split
+        )
+        config = dataclasses.replace(config, model=ref.pinned, out=out)
+        what = f"{ref.pinned} on {dataset} {config.split} -> {out}"
+        return self.stage("evaluate", config, what=what)
+
+    def promote(self, spec: JobSpec, model: str | None) -> StageOutcome:
+        """The decision on ``model``'s version (pinned now) for the spec's alias."""
+        assert spec.promote is not None and model  # parse_spec: a model or a train section
+        ref = evaluate.pinned_version(model, spec.tracking_uri)
+        config = dataclasses.replace(spec.promote, model=ref.pinned)
+        what = f"{ref.pinned} for {config.alias} over {config.incumbent_alias}"
+        return self.stage("promote", config, what=what)
 
     def scores(self, spec: JobSpec, model: str) -> list[StageOutcome]:
         """One scoring stage per memory mode, on the model's pinned version (found, not

@@ -102,11 +102,14 @@ def register_checkpoint(
     version answers to ``models:/<name>@latest`` anyway; other aliases (``champion``) move
     to the new version.
 
-    Only the inference part of the checkpoint (``config.json``, ``model.pt``) goes into the
-    model; optimizer state stays with the run's own checkpoint artifacts. The model is an
-    MLflow 3 logged model (``models:/<model_id>``) linked to the run as its output at
-    ``step``; the new version of ``model_name`` points at it. Loading it back needs only
-    ``mnad`` importable: ``mlflow.pyfunc.load_model("models:/<name>@latest")``.
+    Only the inference part of the checkpoint (``config.json``, ``model.pt``, the
+    calibration) goes into the model; optimizer state stays with the run's own checkpoint
+    artifacts. The model is an MLflow 3 logged model (``models:/<model_id>``) linked to the
+    run as its output at ``step``; the new version of ``model_name`` points at it. It
+    carries its code (:func:`pipelines.tracking.pyfunc.save_pyfunc`), so loading it back
+    needs only its pinned requirements installed:
+    ``mlflow.pyfunc.load_model("models:/<name>@latest")`` or ``mlflow models serve``.
+    ``input_example``: the example stored with the model (default: T black frames).
     """
     client = run.client
     preset = load_checkpoint(checkpoint_dir).preset  # fails early, in one line, on a bad dir

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mnad.calibration import DEFAULT_FALSE_ALARM_RATE
+from mnad.clips import fitted_shape, frames_note
 from mnad.config import ModelConfig, Preset
 from mnad.losses import LOSS_NAMES
 from pipelines import options, storage
 from pipelines.data import DataSummary, validate_data
 from pipelines.errors import UserError
 from pipelines.ray_cluster import Need, bundle_cpus, node_resources, nodes_for, ray_session
+from pipelines.schema import FrameShape
 from pipelines.stage import write_marker
 from pipelines.train.config import TrainConfig
 from pipelines.train.data import TrainingClips, training_clips
@@ -98,7 +100,7 @@ def _prepare(config: TrainConfig) -> _Job:
     if record is not None:
         config = resumed_config(config, record)
     summary = validate_data(config.data, splits=("train",))
-    _check_frames(config.resolved.model, summary.shape, config.data)
+    _frames_note(config.resolved, summary.shape, _printer(config.quiet))
     tracking_uri = record.tracking_uri if record else resolve_tracking_uri(config.tracking_uri)
     check_tracking(tracking_uri)
     if record is None:
@@ -119,10 +121,11 @@ def _train(job: _Job) -> TrainResult:
     clips = training_clips(
         config.data,
         preset.model.clip_length,
-        job.summary.shape,
+        _chunk_shape(job.summary.shape, preset.model),
         seed=preset.optim.seed,
         val_fraction=config.val_fraction,
         chunk_clips=config.chunk_clips,
+        fit=preset.model,
     )
     _check_enough_clips(clips.num_train_clips, preset.optim.batch_size, config.workers)
     tags = {"mnad.stage": "train", "mnad.ray_run": job.name, "mnad.storage": job.runs}
@@ -250,14 +253,13 @@ def _trainer(job: _Job, clips: TrainingClips, events: Any) -> Any:
         shuffle_buffer=config.shuffle_buffer,
         threads=max(1, int(config.cpus_per_worker)),
         use_gpu=config.use_gpu,
-        has_val=clips.val is not None,
+        has_val=bool(clips.val_videos),
         events=events,
         probe=config.probe,
+        in_memory=clips.in_memory,
     )
     need = _need(config)
-    datasets = {"train": clips.train}
-    if clips.val is not None:
-        datasets["val"] = clips.val
+    datasets = clips.datasets()  # none when the clips are in memory
     return TorchTrainer(
         train_loop,
         train_loop_config={"plan": plan},
@@ -377,14 +379,18 @@ def _printer(quiet: bool) -> Callable[[str], None]:
 # --- checks before any work -------------------------------------------------------------------
 
 
-def _check_frames(model: ModelConfig, shape: Any, data: str) -> None:
-    want = (model.height, model.width, model.channels)
-    if tuple(shape) != want:
-        raise UserError(
-            f"{data}: frames are {shape.height}x{shape.width}x{shape.channels}, the preset "
-            f"takes {want[0]}x{want[1]}x{want[2]}: re-run `mnad ingest --size {want[0]} "
-            f"{want[1]} --channels {want[2]}` or choose another preset"
-        )
+def _frames_note(preset: Preset, shape: Any, say: Callable[[str], None]) -> None:
+    """Frames of another size (or colour for a grey preset) are made what the preset takes
+    in the clip pipeline (:func:`mnad.clips.model_frames`); one line says so."""
+    if (note := frames_note(shape, preset.model, f"preset {preset.name}")) is not None:
+        say(note)
+
+
+def _chunk_shape(shape: FrameShape, model: ModelConfig) -> FrameShape:
+    """The frame size that sizes the clip chunks: the larger of DATA's frames (what a chunk
+    reads) and the model's (what its clips hold)."""
+    fitted = FrameShape(*fitted_shape(shape, model))
+    return max(shape, fitted, key=lambda s: s.nbytes)
 
 
 def _resolve_cpus(config: TrainConfig) -> TrainConfig:

@@ -1,8 +1,12 @@
 """The training loop of one DDP rank (runs in the Ray Train workers: torch, :mod:`mnad` and
 ``ray.train`` only; no MLflow, no driver code).
 
-Each worker (:func:`train_loop`) streams its shard of the training clips, and per step:
-forward on its part of the global batch with the memory read but not updated; the loss of
+Each worker (:func:`train_loop`) takes its part of every global batch: with the clips in
+memory (:class:`pipelines.train.data.ClipTable`), its slice of each batch of the epoch's
+permutation of all the clips, drawn from (seed, epoch); else its shard of the streamed
+clips. Per step: forward on its part of the global batch with the memory read but not
+updated, every BatchNorm normalising with the statistics of the global batch when there
+are several ranks (:func:`pipelines.train.collectives.sync_batchnorm`); the loss of
 the paper (MSE + lambda_c * compactness + lambda_s * separateness, Sec. 3.3,
 :mod:`mnad.losses`); backward with DDP averaging the gradients; Adam. Then the memory update
 (Sec. 3.2, Eq. 3-5) on the queries of the WHOLE global batch: every rank gathers the
@@ -11,7 +15,9 @@ update rule to them. Every rank so holds the same memory after every step, equal
 one process computes on the global batch; no rank drifts, and nothing is averaged. (The
 weights v of Eq. 4 are normalised over all the queries given, which is why the update
 cannot be done per rank and then averaged.) The learning rate follows cosine annealing per
-epoch (the paper's ``Train.py``).
+epoch (the paper's ``Train.py``). With the clips in memory a run of W workers so takes the
+steps one process takes on the same global batches: the same weights, BatchNorm statistics
+and memory, to float rounding.
 
 Checkpoints (:mod:`mnad.checkpoint`'s format) are reported from rank 0 at the end of every
 epoch and every ``checkpoint_every`` steps. After a worker failure Ray Train restarts the
@@ -40,7 +46,13 @@ from mnad.clips import ClipInput, model_clips
 from mnad.config import Preset
 from mnad.losses import LOSS_NAMES, training_losses
 from mnad.network import MNAD, TrainOutput, build_model
-from pipelines.train.collectives import all_gather_counts, all_reduce_sum, gather_queries
+from pipelines.train.collectives import (
+    all_gather_counts,
+    all_reduce_sum,
+    gather_queries,
+    sync_batchnorm,
+)
+from pipelines.train.data import ClipSource, InMemoryClips, epoch_order, rank_batches
 
 
 class StepRecord(NamedTuple):
@@ -75,6 +87,8 @@ class WorkerPlan:
     has_val: bool = False
     events: Any = None  # ray.util.queue.Queue: each rank's node at start, rank 0's epochs
     probe: StepProbe | None = None
+    in_memory: InMemoryClips | None = None  # None: the clips stream from the dataset shards
+    sync_batchnorm: bool = True  # BatchNorm statistics of the global batch (several ranks)
 
 
 def retarget_cosine(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, epochs: int) -> None:
@@ -125,17 +139,21 @@ class _Worker:
 
         self.plan = plan
         self.cfg = plan.preset.model
-        self.rank = ray.train.get_context().get_world_rank()
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(plan.threads)
         model = build_model(self.cfg, seed=plan.preset.optim.seed)  # same on every rank
         if restored is not None:
             model.load_state_dict(restored.model_state)
+        if self.world > 1 and plan.sync_batchnorm:
+            model = sync_batchnorm(model, self.device)  # same state_dict names
         if plan.use_gpu:
             model = model.to(memory_format=torch.channels_last)
-        # broadcast_buffers: BN running statistics follow rank 0's, as usual with DDP. The
-        # memory is a buffer too; rank 0 re-broadcasting it is a no-op, since every rank
-        # applies the same update to the same gathered queries.
+        # broadcast_buffers: BN running statistics follow rank 0's, as usual with DDP (with
+        # synchronised BatchNorm they are the same on every rank anyway). The memory is a
+        # buffer too; rank 0 re-broadcasting it is a no-op, since every rank applies the
+        # same update to the same gathered queries.
         self.model = ray.train.torch.prepare_model(
             model, parallel_strategy_kwargs={"broadcast_buffers": True}
         )
@@ -150,8 +168,16 @@ class _Worker:
             self.scheduler.load_state_dict(restored.scheduler_state)
             retarget_cosine(self.scheduler, optim.epochs)
         self.state = _State.of(restored)
-        self.train_shard = ray.train.get_dataset_shard("train")
-        self.val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
+        self.train_source: ClipSource | None = None
+        self.val_source: ClipSource | None = None
+        self.train_shard = self.val_shard = None
+        if plan.in_memory is not None:
+            self.train_source = plan.in_memory.train.open()
+            if plan.in_memory.val is not None:
+                self.val_source = plan.in_memory.val.open()
+        else:
+            self.train_shard = ray.train.get_dataset_shard("train")
+            self.val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
 
     def autocast(self) -> Any:
         if self.plan.use_gpu:
@@ -165,16 +191,44 @@ class _Worker:
             x = x.contiguous(memory_format=torch.channels_last)
         return ClipInput(x, target)
 
-    def batches(self, shard: Any, epoch: int, shuffle: bool) -> Iterator[dict[str, Tensor]]:
-        return iter(
-            shard.iter_torch_batches(
-                batch_size=self.plan.batch_per_worker,
-                drop_last=shuffle,
-                local_shuffle_buffer_size=(self.plan.shuffle_buffer or None) if shuffle else None,
-                local_shuffle_seed=shuffle_seed(self.plan.preset.optim.seed, epoch, self.rank),
-                pin_memory=self.plan.use_gpu,
-            )
+    def train_batches(self, epoch: int, skip: int) -> Iterator[Tensor]:
+        """This rank's parts of the global batches of epoch ``epoch`` after the first
+        ``skip`` (done before the checkpoint this attempt resumed from): uint8 clips."""
+        if self.train_source is not None:
+            order = epoch_order(self.train_source.num_clips, self.plan.preset.optim.seed, epoch)
+            global_batch = self.plan.batch_per_worker * self.world
+            parts = rank_batches(order, global_batch, self.rank, self.world, drop_last=True)
+            return self.source_batches(self.train_source, parts[skip:])
+        batches = self.shard_batches(self.train_shard, epoch, shuffle=True)
+        for _ in range(skip):
+            next(batches, None)
+        return batches
+
+    def val_batches(self, epoch: int) -> Iterator[Tensor]:
+        """This rank's share of the validation clips, in order: uint8 clips."""
+        if self.val_source is not None:
+            order = np.arange(self.val_source.num_clips)
+            global_batch = self.plan.batch_per_worker * self.world
+            parts = rank_batches(order, global_batch, self.rank, self.world, drop_last=False)
+            return self.source_batches(self.val_source, parts)
+        if self.val_shard is None:
+            return iter(())
+        return self.shard_batches(self.val_shard, epoch, shuffle=False)
+
+    @staticmethod
+    def source_batches(source: ClipSource, parts: list[np.ndarray]) -> Iterator[Tensor]:
+        for ids in parts:
+            yield torch.from_numpy(source.clips(ids))
+
+    def shard_batches(self, shard: Any, epoch: int, shuffle: bool) -> Iterator[Tensor]:
+        batches = shard.iter_torch_batches(
+            batch_size=self.plan.batch_per_worker,
+            drop_last=shuffle,
+            local_shuffle_buffer_size=(self.plan.shuffle_buffer or None) if shuffle else None,
+            local_shuffle_seed=shuffle_seed(self.plan.preset.optim.seed, epoch, self.rank),
+            pin_memory=self.plan.use_gpu,
         )
+        return (batch["clip"] for batch in batches)
 
     # -- one step ------------------------------------------------------------------------
 
@@ -217,18 +271,16 @@ class _Worker:
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(4, device=self.device)
         clips_seen = torch.zeros(1, device=self.device)
-        batches = self.batches(self.train_shard, epoch, shuffle=True)
-        skip, done = self.state.batch_in_epoch, 0
+        done = self.state.batch_in_epoch
+        batches = self.train_batches(epoch, skip=done)
         start, cpu_start = time.perf_counter(), time.process_time()
         while True:
             batch = next(batches, None)
-            counts = all_gather_counts(0 if batch is None else len(batch["clip"]), self.device)
+            counts = all_gather_counts(0 if batch is None else len(batch), self.device)
             if min(counts) == 0:
                 break  # every rank ends the epoch at the same step, or a collective would hang
             done += 1
-            if done <= skip:
-                continue  # done before the checkpoint this attempt resumed from
-            sums += self.step(batch["clip"], counts) * counts[self.rank]
+            sums += self.step(batch, counts) * counts[self.rank]
             clips_seen += counts[self.rank]
             self.state.batch_in_epoch = done
             if self.plan.checkpoint_every and self.state.step % self.plan.checkpoint_every == 0:
@@ -242,13 +294,13 @@ class _Worker:
     def validate(self, epoch: int) -> float | None:
         """Mean loss over this rank's validation clips, reduced over the ranks; memory and
         BN statistics are read, not changed (eval mode, no update)."""
-        if self.val_shard is None:
+        if not self.plan.has_val:
             return None
         module = self.module  # unwrapped: eval needs no collectives
         module.eval()
         sums = torch.zeros(2, device=self.device)
-        for batch in self.batches(self.val_shard, epoch, shuffle=False):
-            x, target = self.inputs(batch["clip"])
+        for batch in self.val_batches(epoch):
+            x, target = self.inputs(batch)
             with self.autocast():
                 dec = module.decode(module.encode(x))
             items = module.memory.items

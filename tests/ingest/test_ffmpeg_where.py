@@ -50,4 +50,5 @@ def test_a_task_uses_its_own_nodes_ffmpeg(ray_local, tmp_path: Path, media) -> N
     row = {"video": video.to_json(), "previous": json.dumps(None)}
     result = ray_local.get(task.remote(row, plan=plan), timeout=120)
     assert result["status"] == "ok" and result["frames"] == 6, result
-    assert calls.read_text().splitlines() == ["called"]  # the task's own ffmpeg decoded it
+    # the task's own ffmpeg read the video's duration, then decoded it
+    assert calls.read_text().splitlines() == ["called", "called"]

@@ -5,6 +5,7 @@ anomaly gets one over it, and a frame's calibrated score does not depend on late
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -13,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mnad.calibration import DEFAULT_FALSE_ALARM_RATE
+from mnad.calibration import DEFAULT_FALSE_ALARM_RATE, smooth
 from mnad.checkpoint import load_checkpoint, save_checkpoint, write_calibration
 from pipelines.calibrate import calibrate_videos
-from pipelines.score import ScoreConfig, run_score
+from pipelines.score import ScoreConfig, read_frames, run_score
 from tests.tiny_models import ANOMALY, NORMAL, PRESET, labelled_data, trained_checkpoint
 
 pytestmark = pytest.mark.ray
@@ -41,7 +42,7 @@ def calibrated(ray_local, tmp_path_factory) -> tuple[Path, Path, str]:
 def _score(data: Path, checkpoint: Path, uri: str, out: Path, **kw):
     config = ScoreConfig(data=str(data), model=str(checkpoint), out=str(out), tracking_uri=uri,
                          batch_size=8, quiet=True, report=False, **kw)  # fmt: skip
-    return run_score(config), pq.read_table(out / "frames.parquet")
+    return run_score(config), read_frames(str(out))
 
 
 def test_events_find_the_anomaly_and_spare_the_normal_video(calibrated, tmp_path) -> None:
@@ -108,3 +109,43 @@ def test_without_a_calibration_scores_are_per_video_and_calibrated_is_refused(
     assert frames.column("score_calibrated").null_count == frames.num_rows
     with pytest.raises(UserError, match="no calibration"):
         _score(data, plain, uri, tmp_path / "s2", normalise="calibrated")
+
+
+def test_scores_stay_a_dataset_and_a_rerun_with_other_smoothing_rewrites_them(
+    calibrated, tmp_path
+) -> None:
+    import pyarrow.dataset as pads
+
+    data, checkpoint, uri = calibrated
+    out = tmp_path / "scores"
+    config = ScoreConfig(data=str(data), model=str(checkpoint), out=str(out), tracking_uri=uri,
+                         batch_size=8, quiet=True)  # fmt: skip
+    result = run_score(config)
+    # One file per video, written by the actors: a Parquet dataset, no combined copy.
+    assert not (out / "frames.parquet").exists()
+    files = sorted(p.name for p in (out / "frames").iterdir())
+    assert files == ["a_normal.parquet", "b_anomalous.parquet"]
+    dataset = pads.dataset(out / "frames", format="parquet")
+    assert dataset.count_rows() == result.frames
+    assert result.scores == str(out / "frames")
+    # The report's pictures of the top events were rendered off the driver, one per event.
+    events = pq.read_table(out / "events.parquet")
+    pictures = sorted((out / "report" / "events").glob("*.png"))
+    assert len(pictures) == min(events.num_rows, 20) > 0
+    # MLflow: where the scores are, not a copy of them.
+    run = mlflow.MlflowClient(uri).get_run(result.run_id)
+    assert run.data.tags["mnad.scores_uri"] == str(out / "frames")
+    logged = [a.path for a in mlflow.MlflowClient(uri).list_artifacts(result.run_id)]
+    assert "frames.parquet" not in logged and {"events.parquet", "report"} <= set(logged)
+
+    # Rerun with smoothing: the videos are not scored again, their ``score`` is rewritten.
+    again = run_score(dataclasses.replace(config, smooth=3, report=False))
+    frames = read_frames(str(out))
+    for video in ("a_normal", "b_anomalous"):
+        rows = frames.filter(pa.compute.equal(frames.column("video_id"), video))
+        raw = rows.column("score_calibrated").to_numpy()
+        np.testing.assert_allclose(rows.column("score").to_numpy(), smooth(raw, 3))
+        meta = pq.read_schema(out / "frames" / f"{video}.parquet").metadata
+        assert meta[b"mnad.score"] == b"calibrated/3"
+    assert again.frames == result.frames and again.metrics["frames_per_s"] == 0.0
+    assert again.metrics["micro_auc"] == again.metrics["calibrated_smoothed_micro_auc"]

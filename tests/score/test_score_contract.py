@@ -56,10 +56,10 @@ def test_completion_names_the_model_mode_and_split(tmp_path):
     out = str(tmp_path / "s")
     config = ScoreConfig(data="d", model="models:/mnad-tiny/3", out=out, memory="paper")
     assert completion(config).reason == f"no summary.json in {out} yet"
-    (tmp_path / "s" / "parts").mkdir(parents=True)
-    (tmp_path / "s" / "parts" / ".t0.parquet.tmp-00").write_bytes(b"")
+    (tmp_path / "s" / "frames").mkdir(parents=True)
+    (tmp_path / "s" / "frames" / ".t0.parquet.tmp-00").write_bytes(b"")
     assert not completion(config).partial  # a temporary is no scored video
-    (tmp_path / "s" / "parts" / "t0.parquet").write_bytes(b"")
+    (tmp_path / "s" / "frames" / "t0.parquet").write_bytes(b"")
     assert completion(config).partial
     _result(out).write()
     done = completion(config)
@@ -191,7 +191,98 @@ def test_the_package_exposes_the_contract():
     import pipelines.score as score
 
     for name in ("ScoreConfig", "ScoreResult", "run_score", "completion", "discard",
-                 "VideoScorer", "frame_metrics", "FRAMES_FILE", "SCORES_SUMMARY_FILE",
-                 "PARTS_DIR", "REPORT_DIR"):  # fmt: skip
+                 "VideoScorer", "frame_metrics", "FRAMES_DIR", "SCORES_SUMMARY_FILE",
+                 "PARTS_DIR", "REPORT_DIR", "read_frames", "frames_dataset"):  # fmt: skip
         assert hasattr(score, name), name
     assert Path(score.__file__).parent.name == "score"
+
+
+def _part(video_id: str, psnr: np.ndarray, dist: np.ndarray, label: np.ndarray, calibration):
+    """One video's file as an actor writes it, ``score`` per-video and unsmoothed."""
+    import pyarrow as pa
+
+    from mnad.anomaly_score import fused_abnormality
+    from pipelines.schema import SCORES_SCHEMA
+
+    n = len(psnr)
+    per_video = fused_abnormality(psnr, dist, 0.6)
+    table = pa.table(
+        {"dataset": ["d"] * n, "video_id": [video_id] * n,
+         "frame_index": np.arange(4, 4 + n, dtype=np.int32), "psnr": psnr,
+         "feature_distance": dist, "point_score": per_video, "memory_updated": [False] * n,
+         "score": per_video, "label": label.astype(np.int8), "score_per_video": per_video,
+         "score_calibrated": calibration.score(psnr, dist)},
+        schema=SCORES_SCHEMA,
+    )  # fmt: skip
+    return table.replace_schema_metadata({b"mnad.score": b"per-video/1"})
+
+
+def test_the_archive_read_video_by_video_equals_the_whole_table(tmp_path):
+    """read_archive's metrics, events and report inputs, one video at a time, are those of
+    the archive combined in one table; files with another ``score`` are rewritten first."""
+    import pyarrow.parquet as pq
+
+    from mnad.calibration import fit
+    from pipelines.score.actor import VideoTask
+    from pipelines.score.driver import frame_metrics, read_archive
+    from pipelines.score.events import archive_events, choose_scores, event_metrics
+    from pipelines.score.report import table_roc
+
+    rng = np.random.default_rng(0)
+    normal = {f"n{i}": (30 + rng.normal(0, 1, 40), rng.uniform(0, 1, 40)) for i in range(3)}
+    calibration = fit(normal, 0.6)
+    tasks, tables = [], []
+    for i, video in enumerate(["c", "a", "b", "u"]):  # out of order; u unlabelled
+        psnr, dist = 30 + rng.normal(0, 1, 30), rng.uniform(0, 1, 30)
+        label = np.zeros(30, np.int8)
+        if video != "u":
+            psnr[10 + i : 16 + i] -= 6  # an anomaly the calibrated score sees
+            label[10 + i : 16 + i] = 1
+        else:
+            label[:] = -1
+        part = tmp_path / "frames" / f"{video}.parquet"
+        part.parent.mkdir(exist_ok=True)
+        table = _part(video, psnr, dist, label, calibration)
+        pq.write_table(table, part)
+        tables.append(table)
+        tasks.append(VideoTask(video, f"shard-{video}", str(part)))
+    tasks.append(VideoTask("gone", "shard-gone", str(tmp_path / "frames" / "gone.parquet")))
+    config = ScoreConfig(data="d", model="m", out=str(tmp_path), smooth=3, merge_gap=0.0)
+    read = read_archive(config, tasks, "calibrated", calibration, {})
+
+    whole = pa_concat(tables)
+    scored = choose_scores(whole, "calibrated", 3)
+    threshold = calibration.threshold(config.false_alarm_rate, 3)
+    events = archive_events(scored, threshold, 0.0, {})
+    assert read.frames == whole.num_rows == 120 and read.threshold == threshold
+    assert read.events.equals(events) and events.num_rows > 0
+    expected = {
+        **frame_metrics(scored),
+        **{f"calibrated_{k}": v for k, v in frame_metrics(whole, "score_calibrated").items()},
+        **{f"calibrated_smoothed_{k}": v for k, v in frame_metrics(scored).items()},
+        **{f"per_video_{k}": v for k, v in frame_metrics(whole, "score_per_video").items()},
+        **{f"per_video_smoothed_{k}": v
+           for k, v in frame_metrics(choose_scores(whole, "per-video", 3)).items()},
+        **event_metrics(scored, events),
+    }  # fmt: skip
+    for key, value in expected.items():
+        assert read.metrics[key] == pytest.approx(value), key
+    assert read.metrics["anomalies"] == 3 and "events_per_hour" not in read.metrics  # no fps
+    found = read.scores.archive
+    assert (found.videos, found.frames, found.ids) == (4, 120, ("a", "b", "c", "u"))
+    assert found.labelled == {"a", "b", "c"}
+    for got, want in zip(read.scores.roc, table_roc(scored), strict=True):
+        np.testing.assert_allclose(got, want)
+    b = read.scores.video("b")  # the report reads a plotted video's rows on demand
+    assert b.column("score").equals(scored.slice(30, 30).column("score"))
+    # The files were rewritten with the job's score and say so.
+    file = pq.read_table(tmp_path / "frames" / "a.parquet")
+    assert file.schema.metadata[b"mnad.score"] == b"calibrated/3"
+    assert file.column("score").equals(scored.slice(0, 30).column("score"))
+
+
+def pa_concat(tables):
+    import pyarrow as pa
+
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    return table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])

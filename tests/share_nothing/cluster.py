@@ -361,11 +361,7 @@ def placements(dashboard: str, job_id: str) -> dict[str, set[str]]:
 
 
 def frames(uri: str):
-    """A scores folder's frames.parquet (local or s3://), sorted by video and frame."""
-    import pyarrow.parquet as pq
+    """A scores folder's frames dataset (local or s3://), sorted by video and frame."""
+    from pipelines.score import read_frames
 
-    from pipelines import storage
-
-    fs, path = storage.resolve(storage.join(uri, "frames.parquet"))
-    table = pq.read_table(path, filesystem=fs)
-    return table.sort_by([("video_id", "ascending"), ("frame_index", "ascending")])
+    return read_frames(uri)

@@ -161,3 +161,52 @@ def test_the_command_lines_of_run_and_demo() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser, DemoConfig)
     assert from_args(DemoConfig, parser.parse_args([])).out == "mnad-runs"
+
+
+def test_evaluate_and_promote_sections_default_to_the_trained_version_and_the_jobs_data(
+    tmp_path: Path,
+) -> None:
+    doc = {**FULL, "evaluate": {"split": "test", "report": False},
+           "promote": {"alias": "champion", "metric": "eer"}}  # fmt: skip
+    spec = load_spec(_spec(tmp_path, doc), quiet=True)
+    assert spec.evaluate is not None and spec.promote is not None
+    assert spec.evaluate_model is None and spec.promote_model is None  # train's version
+    assert spec.evaluate.data == spec.ingest.out and not spec.evaluate.report
+    assert spec.evaluate.tracking_uri == spec.tracking_uri and spec.evaluate.quiet
+    assert (spec.promote.alias, spec.promote.metric) == ("champion", "eer")
+    assert spec.promote.on == spec.ingest.out  # a missing evaluation is run on DATA
+    assert spec.promote.out == spec.evaluations == f"{tmp_path}/runs/ped2/evaluations"
+    assert spec.score_model is None  # score then uses the promoted alias
+    # Without a train section the models are named; score may follow promote's alias.
+    version = "models:/mnad-ped2/3"
+    named = {**doc, "train": None, "score": {}, "evaluate": {"model": version},
+             "promote": {"alias": "champion", "model": version, "on": "labelled"}}  # fmt: skip
+    spec = load_spec(_spec(tmp_path, named, "named.yaml"))
+    assert spec.evaluate_model == spec.promote_model == "models:/mnad-ped2/3"
+    assert spec.promote is not None and spec.promote.on == str(tmp_path / "labelled")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"promote": {"metric": "eer"}}, r"job\.yaml: promote\.alias: required"),
+        ({"promote": {"alias": "latest"}}, r"promote\.alias: --alias latest: MLflow reserves"),
+        ({"promote": {"alias": "c", "metric": "f1"}}, r"promote\.metric: expected one of"),
+        ({"evaluate": {"data": "x"}}, r"evaluate\.data: set by the spec; use ingest\.out"),
+        ({"evaluate": {"split": "val"}}, r"evaluate\.split: expected one of"),
+        ({"train": None, "evaluate": {}, "score": {"model": "m"}}, r"evaluate\.model: required"),
+        ({"train": None, "promote": {"alias": "c"}}, r"promote\.model: required when the spec"),
+    ],
+)
+def test_evaluate_and_promote_errors_name_the_key(tmp_path: Path, change: dict, message: str):
+    with pytest.raises(SpecError, match=message) as info:
+        load_spec(_spec(tmp_path, {**FULL, **change}))
+    assert "\n" not in str(info.value)
+
+
+def test_the_registry_cycle_example_runs_train_evaluate_promote_then_scores_the_champion():
+    spec = load_spec(ROOT / "examples" / "registry_cycle.yaml")
+    assert spec.synth is not None and spec.train is not None
+    assert spec.evaluate is not None and spec.promote is not None
+    assert spec.promote.alias == "champion" and spec.score_model is None
+    assert spec.evaluate.split == spec.promote.split == "test"

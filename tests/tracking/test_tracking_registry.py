@@ -10,62 +10,81 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
-import torch
+from mlflow.exceptions import MlflowException
 
-from mnad import anomaly_score as scores
+from mnad.anomaly_score import fused_abnormality
+from mnad.clips import model_clips, stack_clips
 from mnad.network import build_model
+from mnad.streaming import FrameScores, StreamingScorer
 from pipelines.errors import UserError
 from pipelines.tracking import registry, start_run
+from pipelines.tracking.pyfunc import PREDICT_COLUMNS
 from pipelines.tracking.registry import ModelRef, fetch_model, find_model
 from tests.tracking.conftest import MODEL_NAME, TINY
 
 pytestmark = pytest.mark.usefixtures("no_global_store")
 
 
-def clips(n: int, seed: int = 1) -> np.ndarray:
-    """n random clips of the tiny config: 4 input frames then the target, (n, 5, 16, 16)."""
+def frames(n: int, seed: int = 1) -> np.ndarray:
+    """n random grey frames of the tiny config, as a video's shard holds them: uint8
+    (n, 16, 16, 1)."""
     rng = np.random.default_rng(seed)
-    shape = (n, TINY.channels * TINY.clip_length, TINY.height, TINY.width)
-    return rng.uniform(-1, 1, size=shape).astype(np.float32)
+    return rng.integers(0, 256, size=(n, TINY.height, TINY.width, 1), dtype=np.uint8)
 
 
-def direct_psnr(x: np.ndarray) -> np.ndarray:
-    """PSNR of each clip's prediction computed by mnad directly, without MLflow."""
-    model = build_model(TINY, seed=0).eval()
-    batch = torch.from_numpy(x)
-    split = TINY.channels * TINY.input_frames
-    with torch.no_grad():
-        decoded = model.decode(model.encode(batch[:, :split]))
-    return scores.psnr(scores.prediction_error(decoded.prediction, batch[:, split:])).numpy()
+def direct_scores(x: np.ndarray) -> FrameScores:
+    """The frames' scores computed by mnad directly, without MLflow: the untrained model
+    (no BatchNorm folding), its clips in order with the test-time memory update."""
+    scorer = StreamingScorer(build_model(TINY, seed=0).eval())
+    starts = np.arange(len(x) - TINY.clip_length + 1)
+    clip = model_clips(stack_clips(x, starts, TINY.clip_length), TINY)
+    return scorer.score(clip.inputs, clip.target)
 
 
 def test_registered_model_loads_and_predicts_like_mnad(registered, registry_env) -> None:
     version, run_id = registered
     assert (version.name, version.version, version.uri) == (MODEL_NAME, "1", "models:/mnad-tiny/1")
     loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@latest")
-    x = clips(5)
+    x = frames(9)
     out = loaded.predict(x)
-    assert list(out.columns) == ["psnr", "feature_distance", "point_score"]
-    np.testing.assert_allclose(out["psnr"].to_numpy(), direct_psnr(x), rtol=1e-6)
+    assert tuple(out.columns) == PREDICT_COLUMNS
+    assert out["frame_index"].tolist() == [4, 5, 6, 7, 8]  # the first T - 1 frames: no clip
+    expected = direct_scores(x)
+    np.testing.assert_allclose(out["psnr"].to_numpy(), expected.psnr, rtol=1e-6)
+    np.testing.assert_allclose(out["feature_distance"], expected.feature_distance, rtol=1e-5)
+    assert out["memory_updated"].tolist() == expected.updated.tolist()
+    fused = fused_abnormality(expected.psnr, expected.feature_distance, TINY.alpha)
+    np.testing.assert_allclose(out["score_per_video"].to_numpy(), fused, atol=1e-6)
+    # no calibration: no calibrated score and no alarm
+    assert out["score_calibrated"].isna().all() and out["alarm"].isna().all()
     # the train run lists the logged model among its outputs
     run = mlflow.MlflowClient(registry_env).get_run(run_id)
     assert [m.model_id for m in run.outputs.model_outputs] == [version.model_id]
 
 
-def test_pyfunc_predict_checks_the_clip_layout(registered, registry_env) -> None:
+def test_pyfunc_predict_checks_the_frames(registered, registry_env) -> None:
     loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@latest")
-    assert len(loaded.predict(clips(0))) == 0
+    assert len(loaded.predict(frames(0))) == 0
+    assert len(loaded.predict(frames(TINY.clip_length - 1))) == 0  # too short for one clip
+    with pytest.raises(MlflowException, match="does not match expected"):
+        loaded.predict(frames(6).astype(np.float32))  # the signature: uint8 only
     python_model = loaded.unwrap_python_model()
-    with pytest.raises(ValueError, match=r"clips must be \(n, 5, H, W\)"):
-        python_model.predict(None, clips(2)[:, :4])
+    with pytest.raises(MlflowException, match=r"frames must be \(n, 16, 16, C\)"):
+        python_model.predict(None, frames(6)[:, :8])
+    with pytest.raises(MlflowException, match=r"C = 3 \(RGB\) or 1 \(grey\); got uint8 with C = 2"):
+        python_model.predict(None, np.repeat(frames(6), 2, axis=3))
+    # RGB frames of grey pixels are these grey frames to the grey model (luma, as scoring)
+    grey = loaded.predict(frames(6))
+    pd.testing.assert_frame_equal(loaded.predict(np.repeat(frames(6), 3, axis=3)), grey)
 
 
 def test_registered_model_loads_in_a_fresh_process(registered, registry_env) -> None:
     code = (
         "import mlflow, numpy as np\n"
         f"m = mlflow.pyfunc.load_model('models:/{MODEL_NAME}@latest')\n"
-        "x = np.zeros((2, 5, 16, 16), np.float32)\n"
+        "x = np.zeros((6, 16, 16, 1), np.uint8)\n"
         "print(m.predict(x).shape)\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry_env}
@@ -73,7 +92,7 @@ def test_registered_model_loads_in_a_fresh_process(registered, registry_env) -> 
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "(2, 3)"
+    assert done.stdout.strip().splitlines()[-1] == f"(2, {len(PREDICT_COLUMNS)})"
 
 
 def test_find_and_fetch_model_every_form(registered, store: str, checkpoint: Path) -> None:

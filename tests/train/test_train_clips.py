@@ -132,7 +132,13 @@ def test_validation_clips_come_from_held_out_training_videos_in_order(
     ray_local, tiny_data: Path
 ) -> None:
     clips = training_clips(
-        str(tiny_data), T, FrameShape(16, 16, 1), seed=0, val_fraction=0.25, chunk_clips=4
+        str(tiny_data),
+        T,
+        FrameShape(16, 16, 1),
+        seed=0,
+        val_fraction=0.25,
+        chunk_clips=4,
+        in_memory=False,
     )
     assert len(clips.val_videos) == 1 and len(clips.train_videos) == 3
     assert not {v.video_id for v in clips.val_videos} & {v.video_id for v in clips.train_videos}

@@ -5,10 +5,16 @@ Runs on the driver; pyarrow and numpy, no files. The report's size is bounded ho
 the archive: at most ``TOP_EVENTS`` events get a picture and ``TOP_VIDEOS`` videos a score
 plot, and only the rows of those videos are ever turned into a ``VideoScores``; the rest of
 the archive is counted, never held per video.
+
+The report reads an archive as :class:`ArchiveScores`: its counts, its pooled ROC and a
+way to read one video's rows. :func:`table_scores` makes one of a table in memory; the
+scoring job makes one while it reads its frames dataset video by video, so the report of an
+archive never holds more than the videos it plots.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,16 +66,47 @@ class Archive:
     labelled: frozenset[str]
     """The videos with at least one known label."""
     frames: int
-    rows: dict[str, slice]
-    """video_id -> its rows in the scores table (sorted by video and frame)."""
+    ids: tuple[str, ...] = ()
+    """Every video, in order."""
 
 
 def archive(frames: pa.Table) -> Archive:
     """Count the videos, labelled videos and frames of a scores table sorted by video."""
-    rows = {v.video_id: v.rows for v in videos(frames)}
+    ids = tuple(v.video_id for v in videos(frames))
     known = pc.not_equal(frames.column("label"), LABEL_UNKNOWN)
     labelled = pc.unique(pc.filter(frames.column("video_id"), known)).to_pylist()
-    return Archive(len(rows), frozenset(labelled), frames.num_rows, rows)
+    return Archive(len(ids), frozenset(labelled), frames.num_rows, ids)
+
+
+@dataclass(frozen=True)
+class ArchiveScores:
+    """What a report reads of a scored archive: its counts, the pooled ROC of ``score`` and
+    one video's rows on demand."""
+
+    archive: Archive
+    roc: tuple[np.ndarray, np.ndarray] | None
+    video: Callable[[str], pa.Table]
+    """video_id -> its rows (``SCORES_SCHEMA``), sorted by frame."""
+
+
+def table_scores(frames: pa.Table) -> ArchiveScores:
+    """:class:`ArchiveScores` of a scores table in memory, sorted by video and frame."""
+    rows = {v.video_id: v.rows for v in videos(frames)}
+
+    def video(video_id: str) -> pa.Table:
+        at = rows[video_id]
+        return frames.slice(at.start, at.stop - at.start)
+
+    return ArchiveScores(archive(frames), table_roc(frames), video)
+
+
+def known_roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ROC (fpr, tpr) of known frames' ``scores`` and ``labels`` (0 or 1); None unless
+    both classes occur."""
+    if not (labels == LABEL_ANOMALOUS).any() or not (labels == LABEL_NORMAL).any():
+        return None
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return fpr, tpr
 
 
 def _segment(row: dict) -> Segment:
@@ -120,22 +157,21 @@ def table_roc(frames: pa.Table, column: str = "score") -> tuple[np.ndarray, np.n
     """The ROC (fpr, tpr) of all known frames of a scores table pooled (the micro AUC's
     curve), from its columns; None unless both classes occur."""
     label = frames.column("label").to_numpy()
-    if not (label == LABEL_ANOMALOUS).any() or not (label == LABEL_NORMAL).any():
-        return None
-    scores, labels = known_frames(frames.column(column).to_numpy(), label)
-    fpr, tpr, _ = roc_curve(scores, labels)
-    return fpr, tpr
+    return known_roc(*known_frames(frames.column(column).to_numpy(), label))
 
 
 __all__ = [
     "TOP_EVENTS",
     "TOP_VIDEOS",
     "Archive",
+    "ArchiveScores",
     "EventVideo",
     "RankedEvent",
     "archive",
     "event_videos",
     "events_of",
+    "known_roc",
     "ranked_events",
     "table_roc",
+    "table_scores",
 ]

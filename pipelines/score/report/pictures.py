@@ -1,10 +1,12 @@
 """The report's pictures of a segment's peak: frame | the model's prediction | error map.
 
-Runs on the driver. :class:`FrameRenderer` reads the clip that ends on a frame from its
-shard (:func:`pipelines.data.read_frames`), lays it out and scales it as training and
-scoring do (:func:`mnad.clips.stack_clips`, :func:`mnad.clips.model_clips`) and runs the
-model once; :func:`segment_picture` composes the three panels in numpy and the report writes
-them as PNGs directly, far cheaper than a figure each.
+Runs where the model is: a scoring job renders its report's pictures in a Ray task
+(:mod:`pipelines.score.pictures`), never on the driver. :class:`FrameRenderer` reads the
+clip that ends on a frame from its shard (:func:`pipelines.data.read_frames`), lays it out
+and scales it as training and scoring do (:func:`mnad.clips.model_frames`,
+:func:`mnad.clips.stack_clips`, :func:`mnad.clips.model_clips`) and runs the model once;
+:func:`segment_picture` composes the three panels in numpy and the report writes them as
+PNGs directly, far cheaper than a figure each.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from mnad.checkpoint import load_model
-from mnad.clips import model_clips, stack_clips
+from mnad.clips import model_clips, model_frames, stack_clips
 from pipelines.data import read_frames
 
 Render = Callable[[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -109,12 +111,15 @@ class FrameRenderer:
         cfg = self.preset.model
         first = frame_index - cfg.clip_length + 1
         frames = read_frames(self.shards[video_id], first, frame_index + 1)  # (T, H, W, c)
+        frames = model_frames(frames, cfg)  # at the model's size, in its channel order
         clip = model_clips(stack_clips(frames, np.zeros(1, np.int64), cfg.clip_length), cfg)
         with torch.no_grad():
             encoded = self.model.encode(clip.inputs)
             pred = self.model.decode(encoded).prediction[0]  # (C, H, W) on [-1, 1]
         target = (clip.target[0] + 1) / 2  # (C, H, W) on [0, 1]
         pred = (pred + 1) / 2
+        if cfg.channel_order == "bgr" and target.shape[0] == 3:  # shown as RGB
+            target, pred = target.flip(0), pred.flip(0)
         error = (pred - target).pow(2).mean(dim=0)  # (H, W)
         as_rgb = lambda t: t.expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).numpy()  # noqa: E731
         return as_rgb(target), as_rgb(pred), error.numpy()

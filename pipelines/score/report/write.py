@@ -1,7 +1,8 @@
 """Writing the evaluation report of a scoring job: one self-contained folder.
 
-Runs on the driver, after the scores are combined. :func:`write_score_report` writes one of
-two reports from SCORES/frames.parquet's table:
+Runs on the driver, after the scores are written. :func:`write_score_report` writes one of
+two reports from the scores (a table, or the ``ArchiveScores`` of the job's frames dataset,
+read one video at a time):
 
 - with the archive's events (a calibrated model), :func:`write_events_report`: a summary of
   the threshold and the alarm rates, the top ``TOP_EVENTS`` events with a picture of each
@@ -38,14 +39,13 @@ from pipelines.score.events import CALIBRATED, COLUMNS
 from pipelines.score.report.archive import (
     TOP_EVENTS,
     TOP_VIDEOS,
-    Archive,
+    ArchiveScores,
     EventVideo,
     RankedEvent,
-    archive,
     event_videos,
     events_of,
     ranked_events,
-    table_roc,
+    table_scores,
 )
 from pipelines.score.report.page import (
     Calibrated,
@@ -172,6 +172,29 @@ def write_report(
     )
 
 
+def segment_frames(
+    videos: Sequence[VideoScores],
+    *,
+    top_k: int = 3,
+    pictures: Literal["all", "unlabelled"] = "all",
+) -> list[tuple[str, int]]:
+    """(video_id, frame) of each picture :func:`write_report` renders for ``videos``: the
+    peaks of their top segments, found as it finds them."""
+    wanted = []
+    for video in videos:
+        if pictures == "all" or not video.labelled:
+            threshold = default_threshold(video.score)
+            found = top_segments(video, k=top_k, threshold=threshold, max_gap=report_gap(video))
+            wanted += [(video.video_id, s.peak_frame) for s in found]
+    return wanted
+
+
+def event_frames(events: pa.Table) -> list[tuple[str, int]]:
+    """(video_id, frame) of each picture :func:`write_events_report` renders: the peaks of
+    the top ``TOP_EVENTS`` events."""
+    return [(e.segment.video_id, e.segment.peak_frame) for e in ranked_events(events, TOP_EVENTS)]
+
+
 def _report_video(
     video: VideoScores,
     stem: str,
@@ -226,7 +249,7 @@ PER_VIDEO_NOTE = (
 
 
 def write_score_report(
-    frames: pa.Table,
+    frames: pa.Table | ArchiveScores,
     dest: str,
     *,
     title: str,
@@ -249,13 +272,14 @@ def write_score_report(
     Returns the local folder (for the MLflow run's artifacts), or None when no frame was
     scored.
     """
-    if frames.num_rows == 0:
+    source = table_scores(frames) if isinstance(frames, pa.Table) else frames
+    if source.archive.frames == 0:
         return None
     remote = storage.is_uri(dest)
     local = Path(tempfile.mkdtemp(prefix="mnad-report-")) if remote else Path(dest)
-    roc = table_roc(frames)
+    roc = source.roc
     if events is None:
-        videos = video_scores(frames)
+        videos = [video_scores(source.video(v))[0] for v in source.archive.ids]
         write_report(
             videos, local, title=title, metrics=metrics, roc=roc, render=render, note=PER_VIDEO_NOTE
         )
@@ -265,7 +289,7 @@ def write_score_report(
             raise ValueError("a report of events needs their threshold")
         scale = Calibrated(normalise, float(level), false_alarm_rate)
         write_events_report(
-            frames, events, local, title=title, scale=scale, metrics=metrics, roc=roc, render=render
+            source, events, local, title=title, scale=scale, metrics=metrics, roc=roc, render=render
         )
     if remote:
         storage.copy_tree(local, dest)
@@ -273,7 +297,7 @@ def write_score_report(
 
 
 def write_events_report(
-    frames: pa.Table,
+    frames: pa.Table | ArchiveScores,
     events: pa.Table,
     out_dir: str | Path,
     *,
@@ -288,7 +312,8 @@ def write_events_report(
     the ``TOP_VIDEOS`` videos with the highest events, the ROC and the metrics.
 
     Args:
-        frames: the scores table (``SCORES_SCHEMA``), sorted by video and frame.
+        frames: the scores table (``SCORES_SCHEMA``), sorted by video and frame, or the
+            ``ArchiveScores`` of an archive (only the plotted videos are read).
         events: its events (``EVENTS_SCHEMA``), ranked over the archive.
         scale: the normalisation of ``score``, the threshold and the target rate.
         roc: ``(fpr, tpr)`` of the pooled ROC (``table_roc``); draws ``roc.png``.
@@ -297,18 +322,19 @@ def write_events_report(
         The files written; ``segments`` and ``segment_images`` are the listed events and
         their pictures, in rank order.
     """
-    if frames.num_rows == 0:
+    source = table_scores(frames) if isinstance(frames, pa.Table) else frames
+    found = source.archive
+    if found.frames == 0:
         raise UserError("no videos to report: nothing was scored")
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    found = archive(frames)
     roc_path = None
     if roc is not None:
         roc_path = out / "roc.png"
         plot_roc(roc[0], roc[1], roc_path, title=title)
 
     listed = event_videos(events)
-    plotted = _plot_event_videos(frames, events, listed[:TOP_VIDEOS], found, scale, out)
+    plotted = _plot_event_videos(source, events, listed[:TOP_VIDEOS], scale, out)
     anchors = {e.listed.video_id: e.anchor for e in plotted}
     top = ranked_events(events, TOP_EVENTS)
     drawn = _event_pictures(top, out, render)
@@ -340,10 +366,9 @@ def write_events_report(
 
 
 def _plot_event_videos(
-    frames: pa.Table,
+    source: ArchiveScores,
     events: pa.Table,
     listed: Sequence[EventVideo],
-    found: Archive,
     scale: Calibrated,
     out: Path,
 ) -> list[EventVideoEntry]:
@@ -355,8 +380,7 @@ def _plot_event_videos(
     their_events = events_of(events, ids)
     entries = []
     for video_listed in listed:
-        rows = found.rows[video_listed.video_id]
-        (video,) = video_scores(frames.slice(rows.start, rows.stop - rows.start), column)
+        (video,) = video_scores(source.video(video_listed.video_id), column)
         plot = Path("videos") / f"{stems[video.video_id]}.png"
         marks = [(e.rank, e.segment) for e in their_events[video.video_id]]
         auc_value = video_auc(video)
@@ -396,6 +420,8 @@ def _event_pictures(
 __all__ = [
     "PER_VIDEO_NOTE",
     "ReportFiles",
+    "event_frames",
+    "segment_frames",
     "video_scores",
     "write_events_report",
     "write_report",

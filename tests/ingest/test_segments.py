@@ -1,0 +1,138 @@
+"""Long videos in segments: cut on their own timestamps, decoded apart, joined into one shard
+byte for byte as a decode of the whole file in one pass."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.data import read_manifest
+from pipelines.errors import OptionError
+from pipelines.ingest import IngestConfig, run_ingest
+from pipelines.ingest.decode import DecodeSettings, FrameReader, Probe, Window, first_pts, probe
+from pipelines.ingest.layouts import VideoSource
+from pipelines.ingest.segments import windows
+from pipelines.ingest.video import IngestPlan, ingest_segment, join_video
+from pipelines.schema import frames_to_numpy, shape_from_schema
+
+SETTINGS = DecodeSettings(size=(24, 32))
+
+# Each codec as ffmpeg writes it: h264 with B-frames (pts out of decode order) and a GOP that
+# does not line up with the cuts, VP9 in WebM, Motion-JPEG in AVI (every frame a keyframe),
+# h264 at an NTSC rate starting at 1.5 s.
+CODECS = {
+    "h264.mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "3", "-g", "17"],
+    "vp9.webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "23"],
+    "mjpeg.avi": ["-c:v", "mjpeg"],
+    "ntsc.mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-output_ts_offset", "1.5"],
+}
+RATES = {"ntsc.mkv": "30000/1001"}
+
+
+def _encode(path: Path, seconds: float, codec: list[str], rate: str = "10") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"testsrc2=size=40x48:rate={rate}", "-t", str(seconds), "-pix_fmt", "yuv420p",
+         *codec, str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def _one_pass(path: Path) -> bytes:
+    with FrameReader(str(path), (), SETTINGS) as reader:
+        return b"".join(reader.chunks(1 << 20))
+
+
+def test_windows_cut_a_long_video_into_equal_segments() -> None:
+    assert windows(Probe(100.0, 0.0, 25.0), 0) == (Window(),)
+    assert windows(Probe(100.0, 0.0, 25.0), 100) == (Window(),)
+    assert windows(Probe(None, 0.0, 25.0), 10) == (Window(),)
+    cut = windows(Probe(125.0, 1.5, 25.0), 60)
+    assert [(w.start_s, w.stop_s) for w in cut] == [
+        (None, 43.166667), (43.166667, 84.833333), (84.833333, None),
+    ]  # fmt: skip
+    assert Window(10.0, 20.0, 2.0).seek_s(1.5) == 6.5 and Window(1.0, 2.0).seek_s(0.0) is None
+
+
+def test_first_pts_is_exact() -> None:
+    assert first_pts(0.1, Fraction(1, 10240)) == 1025  # 0.1 is a hair above 1024 / 10240
+    assert first_pts(0.5, Fraction(1, 1000)) == 500
+    assert first_pts(None, Fraction(1, 90000)) is None
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_windows_partition_the_frames_of_one_pass(tmp_path: Path, name: str) -> None:
+    path = _encode(tmp_path / name, 7.3, CODECS[name], RATES.get(name, "10"))
+    whole = _one_pass(path)
+    cuts = windows(probe(str(path), SETTINGS), 1.0)
+    assert len(cuts) >= 8  # a container's duration may count its start time too
+    pieces, before = [], []
+    for window in cuts:
+        with FrameReader(str(path), (), SETTINGS, window) as reader:
+            pieces.append(b"".join(reader.chunks(5 * 24 * 32)))  # chunks across the cut
+            before.append(reader.saw_before)
+    assert before == [False] + [True] * (len(cuts) - 1)  # each seek landed before its window
+    assert b"".join(pieces) == whole
+    assert sum(1 for p in pieces if p) >= 7  # (the last is empty where the duration is long)
+
+
+def test_segments_join_into_the_shard_of_one_pass(tmp_path: Path) -> None:
+    path = _encode(tmp_path / "src/long.mp4", 5.2, CODECS["h264.mp4"])
+    video = VideoSource("test", "long", str(path))
+    decode = DecodeSettings(imageio_ffmpeg.get_ffmpeg_exe(), size=(24, 32))
+    plan = IngestPlan(str(tmp_path / "src"), str(tmp_path / "out"), "d", decode, 7 * 24 * 32)
+    cuts = windows(probe(str(path), decode), 1.0)
+    parts = [ingest_segment(video, i, w, plan) for i, w in enumerate(cuts)]
+    assert len(parts) == 6 and all(p.part for p in parts)
+    row = join_video(video, "sha256:x", list(reversed(parts)), plan)  # joined in index order
+    assert row["status"] == "ok" and row["frames"] == 52 and row["fps"] == 10.0
+    assert sorted(p.name for p in (tmp_path / "out/test").iterdir()) == [
+        "long.parquet"
+    ]  # the parts are gone
+    table = pq.read_table(tmp_path / "out/test/long.parquet")
+    assert table.column("frame_index").to_pylist() == list(range(52))
+    pixels = frames_to_numpy(table.column("frame"), shape_from_schema(table.schema))
+    assert pixels.tobytes() == _one_pass(path)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name", ["h264.mp4", "vp9.webm"])
+def test_ingest_splits_a_long_video_and_matches_one_pass(
+    ray_local, tmp_path: Path, name: str, capsys
+) -> None:
+    src = tmp_path / "src"
+    path = _encode(src / name, 4.5, CODECS[name])
+    _encode(src / "short.avi", 0.8, CODECS["mjpeg.avi"])
+    config = IngestConfig(
+        str(src), str(tmp_path / "out"), layout="videos", size=(24, 32), segment_seconds=1.0,
+        row_group_mib=0.005,
+    )  # fmt: skip
+    result = run_ingest(config)
+    assert result.exit_status == 0, result.failed
+    assert "1 video(s) longer than 1 s in 5 segments" in capsys.readouterr().out
+    rows = {r["video_id"]: r for r in read_manifest(str(tmp_path / "out")).to_pylist()}
+    assert len(rows) == 2 and rows["short"]["frames"] == 8
+    stem = name.split(".")[0]
+    assert rows[stem]["frames"] == 45 and rows[stem]["status"] == "ok"
+    table = pq.read_table(tmp_path / "out" / rows[stem]["shard"])
+    assert table.column("frame_index").to_pylist() == list(range(45))
+    assert set(table.column("label").to_pylist()) == {-1}
+    pixels = frames_to_numpy(table.column("frame"), shape_from_schema(table.schema))
+    np.testing.assert_array_equal(pixels.reshape(-1), np.frombuffer(_one_pass(path), np.uint8))
+    names = sorted(p.name for p in (tmp_path / "out/test").iterdir())
+    assert names == sorted([f"{stem}.parquet", "short.parquet"])  # no part file left
+
+
+def test_segment_seconds_must_be_a_number_at_least_0() -> None:
+    assert IngestConfig("src", "out").segment_seconds == 120.0
+    assert IngestConfig("src", "out", segment_seconds=0).segment_seconds == 0
+    with pytest.raises(OptionError, match="--segment-seconds must be a number >= 0"):
+        IngestConfig("src", "out", segment_seconds=-1.0)
