@@ -44,6 +44,9 @@ NAME = "mnad-tiny"
 CHAMPION = f"models:/{NAME}@champion"
 SERVE_START_S = 240  # `mlflow models serve` downloads the model and starts uvicorn
 COMPARED = ("psnr", "feature_distance", "point_score", "score_per_video", "score_calibrated")
+ATOL = 1e-5
+"""Absolute tolerance: `mnad score` decodes videos in lockstep batches, the endpoint one video
+alone; float32 convolutions of another batch round differently (about 1e-6 near zero)."""
 
 
 class Scored(NamedTuple):
@@ -95,7 +98,7 @@ def assert_rows_equal(answered: pd.DataFrame, expected: pd.DataFrame) -> None:
     for column in COMPARED:
         np.testing.assert_allclose(
             answered[column].to_numpy(np.float64), expected[column].to_numpy(np.float64),
-            rtol=1e-5, atol=1e-6, err_msg=column,
+            rtol=1e-5, atol=ATOL, err_msg=column,
         )  # fmt: skip
 
 
@@ -125,7 +128,9 @@ def test_a_window_answers_the_first_rows(scored, champion) -> None:
     expected = score_rows(scored.frames, "b_anomalous").iloc[: k - PRESET.model.clip_length + 1]
     assert len(window) == len(expected) == k - PRESET.model.clip_length + 1
     for column in ("psnr", "feature_distance", "point_score", "score_calibrated"):
-        np.testing.assert_allclose(window[column], expected[column], rtol=1e-5, err_msg=column)
+        np.testing.assert_allclose(
+            window[column], expected[column], rtol=1e-5, atol=ATOL, err_msg=column
+        )
     assert window["memory_updated"].tolist() == expected["memory_updated"].tolist()
     # the per-video score is min-max over the frames sent: the window's own scale
     assert not np.allclose(window["score_per_video"], expected["score_per_video"])
