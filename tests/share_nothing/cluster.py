@@ -44,7 +44,7 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-JOB_TIMEOUT_S = 150
+JOB_TIMEOUT_S = 420
 #: How soon the head declares a node dead whose raylet stopped answering (Ray's defaults,
 #: 3 s x 5 failures after 10 s time-outs, take up to a minute).
 HEALTH_CHECKS = {
