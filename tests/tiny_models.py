@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from mnad.checkpoint import save_checkpoint
+from mnad.checkpoint import save_checkpoint, write_calibration
 from mnad.clips import model_clips, stack_clips
 from mnad.config import ModelConfig, OptimConfig, Preset
 from mnad.losses import training_losses
@@ -79,3 +79,18 @@ def trained_checkpoint(data: Path, folder: Path, steps: int) -> Path:
         loss.total.backward()
         optimizer.step()
     return save_checkpoint(folder, model, PRESET)
+
+
+def calibrated_checkpoint(data: Path, folder: Path, uri: str, steps: int = 300) -> Path:
+    """:func:`trained_checkpoint` calibrated by the real calibration stage (scoring actors,
+    a running Ray needed) on the normal training videos, its calibration written into it."""
+    from pipelines.calibrate import calibrate_videos
+
+    checkpoint = trained_checkpoint(data, folder / "model", steps)
+    calibration = calibrate_videos(
+        str(checkpoint), uri, str(data), sorted(NORMAL), out=str(folder / "calibration"),
+        alpha=PRESET.model.alpha, quiet=True,
+    )  # fmt: skip
+    assert calibration.videos == tuple(sorted(NORMAL))
+    write_calibration(checkpoint, calibration)
+    return checkpoint

@@ -15,10 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mnad.calibration import DEFAULT_FALSE_ALARM_RATE, smooth
-from mnad.checkpoint import load_checkpoint, save_checkpoint, write_calibration
-from pipelines.calibrate import calibrate_videos
+from mnad.checkpoint import load_checkpoint, save_checkpoint
 from pipelines.score import ScoreConfig, read_frames, run_score
-from tests.tiny_models import ANOMALY, NORMAL, PRESET, labelled_data, trained_checkpoint
+from tests.tiny_models import ANOMALY, PRESET, calibrated_checkpoint, labelled_data
 
 pytestmark = pytest.mark.ray
 
@@ -28,14 +27,9 @@ def calibrated(ray_local, tmp_path_factory) -> tuple[Path, Path, str]:
     """(DATA, the calibrated checkpoint, the tracking URI)."""
     work = tmp_path_factory.mktemp("calibrated")
     data = labelled_data(work / "data")
-    checkpoint = trained_checkpoint(data, work / "model", steps=300)
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    calibration = calibrate_videos(
-        str(checkpoint), uri, str(data), sorted(NORMAL), out=str(work / "calibration"),
-        alpha=PRESET.model.alpha, quiet=True,
-    )  # fmt: skip
-    assert calibration.videos == tuple(sorted(NORMAL)) and calibration.frames == 3 * 36
-    write_calibration(checkpoint, calibration)
+    checkpoint = calibrated_checkpoint(data, work, uri)
+    assert load_checkpoint(checkpoint).calibration.frames == 3 * 36
     return data, checkpoint, uri
 
 

@@ -26,15 +26,14 @@ import pytest
 import yaml
 
 from mnad.calibration import DEFAULT_FALSE_ALARM_RATE, Calibration
-from mnad.checkpoint import load_checkpoint, write_calibration
+from mnad.checkpoint import load_checkpoint
 from pipelines import tracking
-from pipelines.calibrate import calibrate_videos
 from pipelines.data import list_shards, read_frames
 from pipelines.score import ScoreConfig, run_score
 from pipelines.score.result import read_frames as read_scores
 from pipelines.tracking.pyfunc import PREDICT_COLUMNS, REQUIREMENTS
 from tests.share_nothing.cluster import answers, free_port
-from tests.tiny_models import NORMAL, PRESET, TEST, labelled_data, trained_checkpoint
+from tests.tiny_models import PRESET, TEST, calibrated_checkpoint, labelled_data
 from tests.tracking.server import mlflow_server
 
 pytestmark = pytest.mark.ray
@@ -63,13 +62,8 @@ def scored(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Scored:
     in a sqlite store, and the test split scored by `mnad score` with that version."""
     work = tmp_path_factory.mktemp("serve")
     data = labelled_data(work / "data")
-    checkpoint = trained_checkpoint(data, work / "model", steps=300)
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    calibration = calibrate_videos(
-        str(checkpoint), uri, str(data), sorted(NORMAL), out=str(work / "calibration"),
-        alpha=PRESET.model.alpha, quiet=True,
-    )  # fmt: skip
-    write_calibration(checkpoint, calibration)
+    checkpoint = calibrated_checkpoint(data, work, uri)
     with tracking.start_run(uri, "tiny", "train", {"steps": 300}) as run:
         tracking.register_checkpoint(run, os.fspath(checkpoint), NAME, ("latest", "champion"))
     out = work / "scores"
