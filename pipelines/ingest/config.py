@@ -59,9 +59,10 @@ class IngestConfig:
         default="zstd",
     )
     segment_seconds: float = option(
-        "a video file longer than this many seconds is cut into segments of at most this "
-        "length, decoded by parallel tasks and joined into its one shard, frame for frame as "
-        "one decode; 0: never cut",
+        "a video file longer than this many seconds is cut into segments of this length "
+        "(longer ones where that would make more than twice as many as the cluster runs "
+        "tasks at once), decoded by parallel tasks and joined into its one shard, frame for "
+        "frame as one decode; 0: never cut",
         default=120.0,
         execution=True,
     )

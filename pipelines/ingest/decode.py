@@ -73,6 +73,9 @@ _MISDETECTION = "misdetection possible"
 _STDERR_LINES_KEPT = 64
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_BYTES = 1 << 20
+_WINDOW_READ_BYTES = 1 << 20
+"""How much of a segment's pipe is read at a time (at least one frame): ffmpeg decodes at
+most about this far past the window's end."""
 
 
 class DecodeError(Exception):
@@ -505,14 +508,19 @@ class FrameReader:
 
     def _window_chunks(self, max_bytes: int) -> Iterator[bytes]:
         """:meth:`chunks` of the frames in the window: those before it are dropped, and
-        ffmpeg is left (killed on exit) at the first frame after it."""
+        ffmpeg is left (killed on exit) at the first frame after it. The pipe is read a
+        little at a time (:data:`_WINDOW_READ_BYTES`), so that ffmpeg stops decoding soon after
+        the window's end rather than a whole chunk later; the frames are yielded in chunks of
+        up to ``max_bytes``."""
         assert self._proc is not None and self._log is not None and self.window is not None
         frame_bytes = self.shape.nbytes
         per_chunk = max(1, max_bytes // frame_bytes)
+        per_read = max(1, min(per_chunk, _WINDOW_READ_BYTES // frame_bytes))
+        kept: list[bytes] = []  # frames of the window not yet yielded
         seen, last = 0, None
         start = stop = None
         while True:
-            data = self._proc.stdout.read(per_chunk * frame_bytes)
+            data = self._proc.stdout.read(per_read * frame_bytes)
             whole = len(data) // frame_bytes
             if whole:
                 pts = self._log.frame_pts(seen + whole)[seen:]
@@ -535,12 +543,15 @@ class FrameReader:
                 self.saw_before = self.saw_before or lo > 0
                 if hi > lo:
                     self.frames_read += hi - lo
-                    yield data[lo * frame_bytes : hi * frame_bytes]
+                    kept.append(data[lo * frame_bytes : hi * frame_bytes])
                 if hi < whole:
                     self.reached_stop = True
+                    yield from _rechunk(kept, per_chunk * frame_bytes, final=True)
                     return
-            if len(data) < per_chunk * frame_bytes:
+                yield from _rechunk(kept, per_chunk * frame_bytes, final=False)
+            if len(data) < per_read * frame_bytes:
                 break
+        yield from _rechunk(kept, per_chunk * frame_bytes, final=True)
         self._finish()
 
     def _finish(self) -> None:
@@ -580,3 +591,18 @@ class FrameReader:
             )
         if self.frames_read == 0 and (self.window is None or self.window.start_s is None):
             raise DecodeError(self.path, "no video frames")
+
+
+def _rechunk(pieces: list[bytes], size: int, *, final: bool) -> Iterator[bytes]:
+    """Take from ``pieces`` (whole frames, in order) the chunks of ``size`` bytes they fill,
+    and with ``final`` the rest; what is left stays in ``pieces``."""
+    held = sum(len(p) for p in pieces)
+    if held == 0 or (held < size and not final):
+        return
+    data = b"".join(pieces)
+    pieces.clear()
+    cut = len(data) if final else len(data) - len(data) % size
+    for at in range(0, cut, size):
+        yield data[at : min(at + size, cut)]
+    if cut < len(data):
+        pieces.append(data[cut:])

@@ -52,7 +52,6 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     found = discover(config.source, config.layout, config.videos_split)
     _prepare_out(config.out)
     previous = _previous_rows(config)
-    plan = _plan(config)
     rows: list[dict[str, Any]] = []
     nodes: set[str] = set()
     pending: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -68,6 +67,7 @@ def run_ingest(config: IngestConfig) -> IngestResult:
 
     with ray_session(config.quiet):
         start = time.perf_counter()  # throughput counts the job, not Ray's start-up
+        plan = _plan(config)  # how far long videos are cut depends on the cluster's CPUs
         items = [
             {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
             for v in found.videos
@@ -116,7 +116,22 @@ def _plan(config: IngestConfig) -> IngestPlan:
         compression=config.compression,
         folder_fps=config.fps,
         segment_seconds=config.segment_seconds,
+        max_segments=_max_segments(config.ffmpeg_threads),
     )
+
+
+SEGMENTS_PER_SLOT = 2
+"""Segments of one video per task the cluster runs at once, at most: enough to keep every
+slot busy and even out the last ones; more only add ffmpeg and task start-ups."""
+
+
+def _max_segments(cpus_per_task: int) -> int:
+    """How many segments a long video is cut into at most, from the CPUs of the cluster
+    (Ray running); 0 when it reports none."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else 0
+    return SEGMENTS_PER_SLOT * max(1, cpus // max(1, cpus_per_task)) if cpus else 0
 
 
 def _prepare_out(out: str) -> None:
@@ -151,8 +166,12 @@ def _segmented(
     done: Callable[[dict[str, Any]], None],
     nodes: set[str],
 ) -> int:
-    """Decode the segments of the long videos (one task each), then join each video's into
-    its shard (one task per video); ``done`` gets their manifest rows. The tasks run."""
+    """Decode the segments of the long videos (one Ray task each) and join each video's
+    into its shard (one task per video, started as soon as its last segment is decoded);
+    ``done`` gets their manifest rows. Plain tasks rather than Ray Data jobs: the items are
+    few and small, and a job's start-up costs more than a segment's decode."""
+    import ray
+
     items = [
         {"key": key, "video": videos[key].to_json(), "index": i, "window": json.dumps(w)}
         for key, (_, windows) in pending.items()
@@ -164,31 +183,77 @@ def _segmented(
             f"in {len(items)} segments, decoded in parallel",
             flush=True,
         )
+    began = time.perf_counter()
+    decode = ray.remote(segment_row).options(num_cpus=config.ffmpeg_threads)
+    join = ray.remote(join_row).options(num_cpus=1)
+    waiting = {decode.remote(item, plan=plan): item for item in items}
+    left = {key: len(windows) for key, (_, windows) in pending.items()}
     parts: dict[str, list[SegmentPart]] = {key: [] for key in pending}
     errors: dict[str, str] = {}
-    for row in _map(items, segment_row, plan, config.ffmpeg_threads):
+    joins: dict[Any, str] = {}
+    while waiting or joins:
+        ready, _ = ray.wait([*waiting, *joins], num_returns=1)
+        ref = ready[0]
+        if ref in joins:
+            key = joins.pop(ref)
+            done(_joined(ref, videos[key], pending[key][0]))
+            continue
+        key = waiting.pop(ref)["key"]
+        row = _segment_done(ref, videos[key])
         nodes.add(str(row[NODE]))
         if row["error"]:
-            errors.setdefault(row["key"], row["error"])
+            errors.setdefault(key, row["error"])
         else:
-            parts[row["key"]].append(SegmentPart.from_json(row["part"]))
-    joins = []
-    for key, (first, _) in pending.items():
+            parts[key].append(SegmentPart.from_json(row["part"]))
+        left[key] -= 1
+        if left[key]:
+            continue
+        first = pending[key][0]
         if key in errors:
             remove_parts(parts[key])
-            video = videos[key]
             failed = manifest_row(
-                video, STATUS_FAILED, content_hash=first["content_hash"], error=errors[key]
+                videos[key], STATUS_FAILED, content_hash=first["content_hash"], error=errors[key]
             )
             done({**failed, NODE: first[NODE]})
         else:
-            joins.append({
+            item = {
                 "video": videos[key].to_json(), "content_hash": first["content_hash"],
                 "parts": json.dumps([p.to_json() for p in parts[key]]),
-            })  # fmt: skip
-    for row in _map(joins, join_row, plan, 1):
-        done(row)
-    return len(items) + len(joins)
+            }  # fmt: skip
+            joins[join.remote(item, plan=plan)] = key
+    if not config.quiet:
+        print(
+            f"mnad ingest: {len(items)} segments decoded and joined into {len(pending)} "
+            f"shard(s) in {time.perf_counter() - began:.1f} s",
+            flush=True,
+        )
+    return len(items) + len(pending)
+
+
+def _segment_done(ref: Any, video: VideoSource) -> dict[str, Any]:
+    """A segment task's row; a task that died (its worker or node lost) fails its video."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as err:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return {"part": "", "error": f"{video.path}: segment task failed ({cause})", NODE: ""}
+
+
+def _joined(ref: Any, video: VideoSource, first: dict[str, Any]) -> dict[str, Any]:
+    """A join task's manifest row; a task that died fails its video."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as err:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        failed = manifest_row(
+            video, STATUS_FAILED, content_hash=first["content_hash"],
+            error=f"{video.path}: join task failed ({cause})",
+        )  # fmt: skip
+        return {**failed, NODE: first[NODE]}
 
 
 def _map(

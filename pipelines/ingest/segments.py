@@ -47,13 +47,18 @@ SEEK_MARGINS_S: tuple[float | None, ...] = (2.0, 30.0, None)
 """How far before its window a segment's decode seeks, tried in turn (None: no seek)."""
 
 
-def windows(probe: Probe, segment_seconds: float) -> tuple[Window, ...]:
+def windows(probe: Probe, segment_seconds: float, max_segments: int = 0) -> tuple[Window, ...]:
     """The segments of a video file: one if ``segment_seconds`` is 0 or its duration is
-    unknown or not longer, else ``ceil(duration / segment_seconds)`` of equal length."""
+    unknown or not longer, else ``ceil(duration / segment_seconds)`` of equal length, or
+    ``max_segments`` longer ones when that is fewer (0: no limit)."""
     duration = probe.duration_s
     if segment_seconds <= 0 or duration is None or duration <= segment_seconds:
         return (Window(),)
     count = math.ceil(duration / segment_seconds)
+    if max_segments > 0:
+        count = max(1, min(count, max_segments))
+    if count == 1:
+        return (Window(),)
     cuts = [round(probe.start_s + k * duration / count, 6) for k in range(1, count)]
     starts, stops = [None, *cuts], [*cuts, None]
     return tuple(

@@ -67,6 +67,7 @@ class IngestPlan:
     compression: str = "zstd"
     folder_fps: float | None = None  # the frame rate of frame folders (--fps); None: unknown
     segment_seconds: float = 0.0  # video files longer than this go in segments; 0: never
+    max_segments: int = 0  # segments per video at most (the cluster's decode slots x 2); 0: any
 
 
 class Written(NamedTuple):
@@ -239,7 +240,9 @@ def ingest_video(video: VideoSource, previous: dict | None, plan: IngestPlan) ->
                     clock = _kept_clock(video, previous, plan)
                     return {**previous, **clock, "source": video.path, "status": STATUS_SKIPPED}
             if not local.frames and plan.segment_seconds > 0:
-                cuts = segments.windows(probe(local.path, plan.decode), plan.segment_seconds)
+                cuts = segments.windows(
+                    probe(local.path, plan.decode), plan.segment_seconds, plan.max_segments
+                )
                 if len(cuts) > 1:
                     row = manifest_row(video, STATUS_OK, content_hash=content_hash)
                     return {**row, SEGMENTS: json.dumps([asdict(w) for w in cuts])}
