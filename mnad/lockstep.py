@@ -212,11 +212,16 @@ class LockstepScorer:
         order: list[tuple[int, _Slot[K], int]] = []  # slot, its video, frames decoded
         slot_index: list[int] = []
         frame_index: list[int] = []
+        active = sum(slot is not None for slot in slots)
+        # Without updates nothing waits, but a decode batch past about two encoder batches
+        # only spills the skip features out of cache: each video gets its share of that.
+        share = max(1, 2 * self.ahead // max(1, active))
         for s, slot in enumerate(slots):
             if slot is None:
                 continue
             left = slot.ready - slot.used
-            k = min(self.ahead, 1 if slot.calm < 2 else slot.calm, left) if self.update else left
+            calm = 1 if slot.calm < 2 else slot.calm
+            k = min(self.ahead, calm, left) if self.update else min(share, left)
             order.append((s, slot, k))
             slot_index += [s] * k
             frame_index += range(slot.used, slot.used + k)
