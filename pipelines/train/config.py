@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mnad.config import Preset, get_preset
 from pipelines.errors import OptionError, UserError
@@ -95,8 +95,17 @@ class TrainConfig:
     )
     keep_checkpoints: int = _runtime("checkpoints to keep", default=3)
     max_failures: int = _runtime("worker failures to recover from (-1: no limit)", default=3)
+    input_mode: Literal["auto", "memory", "stream"] = option(
+        "memory: every video's frames held once in Ray's object store, the clips of all "
+        "videos shuffled together each epoch; stream: clips read from the shards in chunks "
+        "(chunks of 8 videos mixed, then --shuffle-buffer), for data that does not fit; "
+        "auto: memory when the frames fit in half the smallest node's object store",
+        default="auto",
+    )
     shuffle_buffer: int = option(
-        "clips in each worker's local shuffle buffer (0: off)", default=256
+        "streamed input: clips in each worker's local shuffle buffer after the chunks are "
+        "mixed (0: off); held in memory the shuffle is global and this is not used",
+        default=256,
     )
     chunk_clips: int | None = option(
         "clips per read chunk (default: about 32 MiB of clips)", default=None

@@ -126,6 +126,14 @@ def _train(job: _Job) -> TrainResult:
         val_fraction=config.val_fraction,
         chunk_clips=config.chunk_clips,
         fit=preset.model,
+        in_memory={"auto": None, "memory": True, "stream": False}[config.input_mode],
+    )
+    _printer(config.quiet)(
+        f"{len(clips.train_videos)} training videos' frames held in the object store, clips "
+        "of all videos shuffled together each epoch"
+        if clips.in_memory is not None
+        else f"{len(clips.train_videos)} training videos' clips streamed from the shards "
+        f"in chunks (--input-mode {config.input_mode})"
     )
     _check_enough_clips(clips.num_train_clips, preset.optim.batch_size, config.workers)
     tags = {"mnad.stage": "train", "mnad.ray_run": job.name, "mnad.storage": job.runs}

@@ -43,10 +43,13 @@ def test_both_readers_give_the_presets_frames(colour_data, tiny):
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("mode", ["auto", "stream"])
 def test_training_on_data_of_another_size_says_so_and_trains(
-    ray_local, colour_data, tiny_preset, tmp_path, make_config, capsys
+    ray_local, colour_data, tiny_preset, tmp_path, make_config, capsys, mode
 ):
-    config = make_config(colour_data, tiny_preset, tmp_path, workers=1, epochs=1, quiet=False)
+    config = make_config(
+        colour_data, tiny_preset, tmp_path, workers=1, epochs=1, quiet=False, input_mode=mode
+    )
     result = run_train(config)
     printed = capsys.readouterr().out.splitlines()
     line = (
@@ -55,5 +58,9 @@ def test_training_on_data_of_another_size_says_so_and_trains(
         "path)"
     )
     assert printed.count(line) == 1, printed
+    held = "training videos' frames held in the object store, clips of all videos shuffled"
+    streamed = "training videos' clips streamed from the shards in chunks (--input-mode stream)"
+    said = [x for x in printed if held in x or streamed in x]
+    assert len(said) == 1 and (held if mode == "auto" else streamed) in said[0], printed
     assert [r["epoch"] for r in result.epochs] == [1]
     assert math.isfinite(result.epochs[0]["loss"])
