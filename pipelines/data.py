@@ -188,27 +188,46 @@ class ClipBatch(NamedTuple):
 
 
 def video_clips(
-    path: str, clip_length: int, chunk_frames: int = 256, *, fit: ModelConfig | None = None
+    path: str,
+    clip_length: int,
+    chunk_frames: int = 256,
+    *,
+    fit: ModelConfig | None = None,
+    first: int = 0,
+    stop: int | None = None,
 ) -> Iterator[ClipBatch]:
     """Every clip of one video in frame order, reading at most ``chunk_frames`` new frames
     at a time and keeping the last T - 1 frames across chunks. A video shorter than T
     yields nothing. With ``fit``, frames are made what that model takes as they are read
-    (:func:`mnad.clips.model_frames`: size, grey, channel order)."""
+    (:func:`mnad.clips.model_frames`: size, grey, channel order).
+
+    With ``first`` and ``stop``, only the clips whose last frame is in [first, stop) (a
+    segment of the video): frames first - (T - 1) .. stop - 1 are read, the row groups
+    wholly before or after them skipped (a frame's row is its frame number)."""
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, not {chunk_frames}")
+    begin = max(0, first - clip_length + 1)  # the first frame read
     fs, file = resolve(path)
     with fs.open_input_file(file) as f:
         reader = pq.ParquetFile(f)
         shape = shape_from_schema(reader.schema_arrow)
         kept = shape if fit is None else fitted_shape(shape, fit)
         carry = np.empty((0, *kept), dtype=np.uint8)  # (<= T-1, H, W, C) frames kept
-        seen = 0
+        groups, seen = _row_groups(reader.metadata, begin, stop)
+        if not groups:
+            return
         columns = ["frame_index", "label", "frame"]
-        for batch in reader.iter_batches(batch_size=chunk_frames, columns=columns):
+        batches = reader.iter_batches(chunk_frames, row_groups=groups, columns=columns)
+        for batch in batches:
             index = batch.column("frame_index").to_numpy()  # (n,)
             if not np.array_equal(index, np.arange(seen, seen + len(index))):
                 raise ValueError(f"{path}: frames out of order at {seen}")
+            lo = max(0, begin - seen)  # rows before the segment's first frame read
+            hi = len(index) if stop is None else min(len(index), stop - seen)
             seen += len(index)
+            if hi <= lo:
+                continue  # wholly before ``begin`` (a batch after ``stop`` is never read)
+            batch, index = batch.slice(lo, hi - lo), index[lo:hi]
             new = frames_to_numpy(batch.column("frame"), shape)  # (n, H, W, C)
             if fit is not None:
                 new = model_frames(new, fit)
@@ -216,10 +235,27 @@ def video_clips(
             count = min(len(frames) - clip_length + 1, len(index))  # clips ending in this batch
             if count > 0:
                 labels = batch.column("label").to_numpy(zero_copy_only=False)  # (n,)
-                first = len(frames) - clip_length + 1 - count
+                at = len(frames) - clip_length + 1 - count
                 yield ClipBatch(
                     frame_index=index[len(index) - count :].astype(np.int32),
                     label=labels[len(labels) - count :],
-                    clips=stack_clips(frames, np.arange(first, first + count), clip_length),
+                    clips=stack_clips(frames, np.arange(at, at + count), clip_length),
                 )
             carry = frames[max(0, len(frames) - clip_length + 1) :]
+            if stop is not None and seen >= stop:
+                break
+
+
+def _row_groups(meta: pq.FileMetaData, begin: int, stop: int | None) -> tuple[list[int], int]:
+    """The row groups that hold rows ``begin .. stop - 1`` (all rows from ``begin`` when
+    ``stop`` is None), and the first row of the first one."""
+    groups: list[int] = []
+    start = offset = 0
+    for group in range(meta.num_row_groups):
+        rows = meta.row_group(group).num_rows
+        if offset + rows > begin and (stop is None or offset < stop):
+            if not groups:
+                start = offset
+            groups.append(group)
+        offset += rows
+    return groups, start

@@ -10,6 +10,8 @@ code runs:
   dataset read one video at a time for the metrics and events, the report, the MLflow run;
 - :mod:`.actor` (Ray Data actors): :class:`VideoScorer`, which fetches the model itself,
   one video at a time, one file of the frames dataset each;
+- :mod:`.segments` (driver): long videos as segments scored in parallel
+  (``--segment-seconds``, calibrated mode), joined back into each video's file;
 - :mod:`.pictures` (a Ray task): the report's pictures, rendered off the driver;
 - :mod:`.events` (driver): the score the job asked for, the archive's events, event-level
   figures;

@@ -66,11 +66,20 @@ ITEMS_AFTER = b"mnad.items_after"
 
 @dataclass
 class VideoTask:
-    """One video to score: where its shard is and where its part file goes."""
+    """One video to score: where its shard is and where its part file goes; or a segment of
+    it (``--segment-seconds``): the frames ``first .. stop - 1`` whose scores it writes, to
+    a part that the driver joins with the others' (:mod:`pipelines.score.segments`)."""
 
     video_id: str
     shard: str
     part: str
+    first: int = 0
+    stop: int | None = None  # None: to the video's end
+
+    @property
+    def segment(self) -> bool:
+        """Whether the task scores only a segment of its video."""
+        return self.first > 0 or self.stop is not None
 
 
 @dataclass
@@ -85,12 +94,31 @@ class VideoOutcome:
     node: str = ""  # the Ray node the actor ran on ("" outside Ray)
 
 
-def video_inputs(shard: str, cfg: ModelConfig, batch: int) -> Iterator[tuple[ClipBatch, ClipInput]]:
+def video_inputs(
+    shard: str, cfg: ModelConfig, batch: int, first: int = 0, stop: int | None = None
+) -> Iterator[tuple[ClipBatch, ClipInput]]:
     """One video's clips in order, about ``batch`` at a time: each batch as read (its frame
     numbers and labels) and as the model takes it (input and target on [-1, 1]). The first
-    T - 1 frames get no clip."""
-    for clips in video_clips(shard, cfg.clip_length, chunk_frames=batch, fit=cfg):
+    T - 1 frames get no clip. With ``first`` and ``stop``, the clips of the frames
+    ``first .. stop - 1`` only (:func:`pipelines.data.video_clips`)."""
+    read = video_clips(shard, cfg.clip_length, chunk_frames=batch, fit=cfg, first=first, stop=stop)
+    for clips in read:
         yield clips, model_clips(clips.clips, cfg)
+
+
+def batch_tasks(batch: dict[str, np.ndarray]) -> list[VideoTask]:
+    """The tasks of a Ray Data batch (a null ``stop`` arrives as NaN; a batch of whole
+    videos may have no ``first`` and ``stop`` at all)."""
+    n = len(batch["video_id"])
+    firsts = batch.get("first", np.zeros(n))
+    stops = batch.get("stop", np.full(n, np.nan))
+    return [
+        VideoTask(str(v), str(s), str(p), int(a), None if np.isnan(b) else int(b))
+        for v, s, p, a, b in zip(
+            batch["video_id"], batch["shard"], batch["part"], firsts,
+            np.asarray(stops, np.float64), strict=True,
+        )
+    ]  # fmt: skip
 
 
 class VideoScorer:
@@ -142,10 +170,7 @@ class VideoScorer:
         self.score_choice = (normalise, smooth)  # what ``score`` is (the job's choice)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tasks = [
-            VideoTask(v, s, p)
-            for v, s, p in zip(batch["video_id"], batch["shard"], batch["part"], strict=True)
-        ]
+        tasks = batch_tasks(batch)
         if self.lockstep is not None:
             done = self.score_lockstep(tasks)
         else:
@@ -166,7 +191,9 @@ class VideoScorer:
         read: list[ClipBatch] = []
         scored: list[FrameScores] = []
         try:
-            for clips, inputs in video_inputs(task.shard, cfg, self.batch_size):
+            for clips, inputs in video_inputs(
+                task.shard, cfg, self.batch_size, task.first, task.stop
+            ):
                 read.append(clips)
                 scored.append(self.scorer.score(inputs.inputs, inputs.target))
         except (OSError, pa.ArrowException, ValueError) as err:
@@ -202,7 +229,7 @@ class VideoScorer:
             length = self.preset.model.clip_length
             why = f"{task.shard}: fewer frames than one clip ({length}); skipped"
             return VideoOutcome(task.video_id, TOO_SHORT, 0, 0.0, why)
-        table = self._part_table(task.video_id, read, scored)
+        table = self._part_table(task, read, scored)
         storage.write_parquet(table, task.part)
         return VideoOutcome(task.video_id, OK, table.num_rows, time.perf_counter() - t0)
 
@@ -217,14 +244,19 @@ class VideoScorer:
             items, dtype=self.scorer.items.dtype, device=self.scorer.device
         )
 
-    def _part_table(self, video_id: str, read: list[ClipBatch], scored: FrameScores) -> pa.Table:
-        """A video's rows of SCORES_SCHEMA, with the memory it left in the metadata."""
+    def _part_table(self, task: VideoTask, read: list[ClipBatch], scored: FrameScores) -> pa.Table:
+        """A video's rows of SCORES_SCHEMA, with the memory it left in the metadata. A
+        segment's ``score_per_video`` is NaN: a min-max over the whole video, it is
+        computed when the segments are joined (:mod:`pipelines.score.segments`)."""
+        video_id = task.video_id
         index = np.concatenate([c.frame_index for c in read])
         label = np.concatenate([c.label for c in read])
         psnr, dist = scored.psnr, scored.feature_distance
         alpha = self.preset.model.alpha
         per_video, calibrated = normalised_scores(psnr, dist, alpha, self.calibration)
         n = len(index)
+        if task.segment:
+            per_video = np.full(n, np.nan)
         table = pa.table(
             {
                 "dataset": pa.array([self.dataset] * n, pa.string()),
@@ -295,7 +327,9 @@ class _Reader:
     def clips(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.t0 = time.perf_counter()
         try:
-            for clips, inputs in video_inputs(self.task.shard, self.cfg, self.batch):
+            task = self.task
+            for clips, inputs in video_inputs(task.shard, self.cfg, self.batch, task.first,
+                                              task.stop):  # fmt: skip
                 self.read.append(clips)
                 yield inputs.inputs, inputs.target
         except (OSError, pa.ArrowException, ValueError) as err:
@@ -317,6 +351,7 @@ __all__ = [
     "VideoOutcome",
     "VideoScorer",
     "VideoTask",
+    "batch_tasks",
     "lockstep_slots",
     "video_inputs",
 ]

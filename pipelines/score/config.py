@@ -55,6 +55,13 @@ class ScoreConfig:
     merge_gap: float = option(
         "seconds between two runs over the threshold that still make one event", default=1.0
     )
+    segment_seconds: float = option(
+        "in calibrated mode with per-video memory, a video longer than this (seconds) is "
+        "scored as segments of about this length by parallel actors, the memory reset to the "
+        "trained one at each segment's start (so its scores differ slightly from scoring it "
+        "whole); per-video normalisation and paper memory keep videos whole (0: never)",
+        default=0.0,
+    )
     split: Literal["test", "train"] = option("split to score", default="test")
     videos: tuple[str, ...] = option(
         "score only these videos of the split (default: all)", default=()
@@ -112,6 +119,11 @@ class ScoreConfig:
             raise OptionError("smooth", f"--smooth must be at least 1 frame, not {self.smooth}")
         if not self.merge_gap >= 0:
             raise OptionError("merge_gap", f"--merge-gap must be >= 0 s, not {self.merge_gap}")
+        if not self.segment_seconds >= 0:
+            raise OptionError(
+                "segment_seconds",
+                f"--segment-seconds must be >= 0 s, not {self.segment_seconds}",
+            )
         if self.batch_size < 1:
             raise OptionError(
                 "batch_size", f"--batch-size must be at least 1, not {self.batch_size}"

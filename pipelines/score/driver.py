@@ -25,6 +25,10 @@ Memory modes:
 - ``paper``: the memory is carried across all videos in sorted order, as the paper's
   evaluation does; one actor scores them in turn. For exact reproduction.
 
+With calibrated scores and per-video memory, ``--segment-seconds`` scores a long video as
+segments in parallel, each from the trained memory, joined into its file before the
+archive is read (:mod:`.segments`).
+
 The model is found once (:func:`pipelines.tracking.find_model`); what travels to the actors
 (:mod:`pipelines.score.actor`) is that :class:`~pipelines.tracking.ModelRef` and the tracking
 URI, and each actor fetches the model itself (:func:`pipelines.tracking.fetch_model`), so no
@@ -60,7 +64,7 @@ import pyarrow.parquet as pq
 from mnad.clips import frames_note
 from mnad.config import ModelConfig
 from pipelines import options, storage
-from pipelines.data import list_shards, validate_data, video_clock
+from pipelines.data import ingested_rows, validate_data, video_clock
 from pipelines.errors import UserError
 from pipelines.ray_cluster import (
     Need,
@@ -110,6 +114,7 @@ from pipelines.score.result import (
     THROUGHPUT,
     ScoreResult,
 )
+from pipelines.score.segments import join_segments, segment_count, split_task
 
 if TYPE_CHECKING:
     from mnad.calibration import Calibration
@@ -124,16 +129,18 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
     tracking.check_tracking(uri)
     ref = tracking.find_model(config.model, uri)
-    tasks = score_tasks(config)
     assert summary.shape is not None  # validate_data guarantees one frame size
-    calibration = _driver_model(config, ref, uri, summary.shape)
+    model, calibration = _driver_model(config, ref, uri, summary.shape)
     normalise = _normalise(config, calibration)
+    tasks = score_tasks(config, normalise, model.clip_length)
+    _segments_note(config, normalise, tasks)
     with ray_session(config.quiet):
         scored = score_videos(
             config, tasks, ref, uri, summary.dataset, normalise=normalise, combine=False
         )
         outcomes, seconds = scored.outcomes, scored.seconds
         clock = {} if calibration is None else video_clock(config.data, config.split)
+        segmented, tasks = tasks, join_segments(tasks, model.alpha, normalise, config.smooth)
         read = read_archive(config, tasks, normalise, calibration, clock)
         metrics = read.metrics
         metrics[THROUGHPUT] = scored.frames_now / seconds if scored.frames_now else 0.0
@@ -166,6 +173,8 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         threshold=read.threshold,
         events=None if read.events is None else storage.join(config.out, EVENTS_FILE),
         scores=storage.join(config.out, FRAMES_DIR),
+        segment_seconds=config.segment_seconds,
+        segments=sum(t.segment for t in segmented),
     )
     result = _track(config, uri, ref, result, report_dir)
     result.write()  # last: summary.json says the scores are complete
@@ -176,18 +185,19 @@ def run_score(config: ScoreConfig) -> ScoreResult:
 
 def _driver_model(
     config: ScoreConfig, ref: ModelRef, uri: str, shape: FrameShape
-) -> Calibration | None:
+) -> tuple[ModelConfig, Calibration | None]:
     """What the driver needs of the model: whether the frames are resized for it (one line
-    says so) and its calibration. Read from a temporary folder that is gone once read; the
-    model is never built here (the actors fetch theirs, and so does the task that renders
-    the report's pictures)."""
+    says so), its config (the clip length that segments are cut for, the ``alpha`` of their
+    joined per-video score) and its calibration. Read from a temporary folder that is gone
+    once read; the model is never built here (the actors fetch theirs, and so does the task
+    that renders the report's pictures)."""
     from mnad.checkpoint import load_checkpoint
     from pipelines import tracking
 
     with tempfile.TemporaryDirectory(prefix="mnad-score-model-") as tmp:
         checkpoint = load_checkpoint(tracking.fetch_model(ref, uri, dst=tmp))
         _frames_note(config, checkpoint.preset.model, shape)
-        return checkpoint.calibration
+        return checkpoint.preset.model, checkpoint.calibration
 
 
 def _report(
@@ -240,21 +250,59 @@ def _log(config: ScoreConfig, message: str) -> None:
         print(f"mnad score: {message}", flush=True)
 
 
-def score_tasks(config: ScoreConfig) -> list[VideoTask]:
-    """The videos of the split to score (``--videos``: those only), each with its part."""
-    tasks = []
-    for shard in list_shards(config.data, config.split):
-        video_id = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
-        part = storage.join(config.out, PARTS_DIR, f"{video_id}.parquet")
-        tasks.append(VideoTask(video_id, shard, part))
+def score_tasks(
+    config: ScoreConfig, normalise: str = PER_VIDEO, clip_length: int = 1
+) -> list[VideoTask]:
+    """The videos of the split to score (``--videos``: those only), each with its part. With
+    ``--segment-seconds``, ``normalise`` calibrated and per-video memory, a video longer
+    than that (by the manifest's frames and fps) whose own file is not there yet is
+    segments of at least ``clip_length`` frames (:mod:`.segments`)."""
+    rows = {}
+    for row in ingested_rows(config.data, config.split):
+        rows[row["shard"].rsplit("/", 1)[-1].removesuffix(".parquet")] = row
     if config.videos:
-        missing = sorted(set(config.videos) - {t.video_id for t in tasks})
+        missing = sorted(set(config.videos) - set(rows))
         if missing:
             raise UserError(
                 f"{config.data}: no video {', '.join(missing)} in the {config.split} split"
             )
-        tasks = [t for t in tasks if t.video_id in set(config.videos)]
+        rows = {v: r for v, r in rows.items() if v in set(config.videos)}
+    seconds = config.segment_seconds if _segmenting(config, normalise) else 0.0
+    tasks = []
+    for video_id, row in rows.items():
+        part = storage.join(config.out, PARTS_DIR, f"{video_id}.parquet")
+        task = VideoTask(video_id, storage.join(config.data, row["shard"]), part)
+        count = 1 if storage.is_file(part) else segment_count(
+            row["frames"], row["fps"], seconds, clip_length
+        )  # fmt: skip
+        tasks += split_task(task, count, row["frames"])
     return tasks
+
+
+def _segmenting(config: ScoreConfig, normalise: str) -> bool:
+    """Whether long videos are scored as segments: calibrated scores, per-video memory."""
+    return config.segment_seconds > 0 and normalise == CALIBRATED and config.memory != "paper"
+
+
+def _segments_note(config: ScoreConfig, normalise: str, tasks: list[VideoTask]) -> None:
+    """One line when ``--segment-seconds`` is given: how many videos are segments, or why
+    none is."""
+    if config.segment_seconds <= 0:
+        return
+    given = f"--segment-seconds {config.segment_seconds:g}"
+    if not _segmenting(config, normalise):
+        why = "paper memory" if config.memory == "paper" else "per-video normalisation"
+        _log(config, f"{given}: videos are scored whole ({why} needs each one whole)")
+        return
+    segments = [t for t in tasks if t.segment]
+    if segments:
+        videos = len({t.video_id for t in segments})
+        _log(
+            config,
+            f"{given}: {videos} video(s) scored as {len(segments)} segments by parallel "
+            "actors, the memory reset at each segment's start (their scores differ slightly "
+            "from scoring them whole)",
+        )
 
 
 @dataclass(frozen=True)

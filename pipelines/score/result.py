@@ -75,6 +75,8 @@ class ScoreResult(Result):
     threshold: float | None = None  # on the calibrated scale; None: no calibration
     events: str | None = None  # events.parquet under SCORES, if one was written
     scores: str | None = None  # the frames dataset (SCORES/frames) its scores are in
+    segment_seconds: float = 0.0  # --segment-seconds: longer videos scored as segments
+    segments: int = 0  # segment tasks of this job's long videos (0: every video whole)
 
     @property
     def exit_status(self) -> int:
