@@ -440,7 +440,9 @@ def _score_videos(
 
     paper = config.memory == "paper"
     with _placed(config, len(tasks), session.can_grow) as plan, _all_actors_first():
-        _log(config, f"{len(tasks)} videos of {config.data} ({config.split}), {plan.describe()}")
+        videos = len({t.video_id for t in tasks})
+        cut = f" in {len(tasks)} tasks" if len(tasks) > videos else ""
+        _log(config, f"{videos} videos{cut} of {config.data} ({config.split}), {plan.describe()}")
         t0 = time.perf_counter()
         items = [asdict(t) for t in tasks]
         per_call = len(items) if paper else _videos_per_call(config, len(items), plan)
