@@ -134,6 +134,13 @@ def list_dir(uri: str) -> list[pafs.FileInfo]:
     return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
 
+def delete_file(uri: str) -> None:
+    """Remove the file ``uri``, if it exists."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 def delete_tree(uri: str) -> None:
     """Remove the folder ``uri`` and everything under it, if it exists."""
     fs, path = resolve(uri)

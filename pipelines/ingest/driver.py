@@ -237,8 +237,7 @@ def _segment_done(ref: Any, video: VideoSource) -> dict[str, Any]:
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as err:
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return {"part": "", "error": f"{video.path}: segment task failed ({cause})", NODE: ""}
+        return {"part": "", "error": f"{video.path}: segment task failed ({_cause(err)})", NODE: ""}
 
 
 def _joined(ref: Any, video: VideoSource, first: dict[str, Any]) -> dict[str, Any]:
@@ -248,12 +247,17 @@ def _joined(ref: Any, video: VideoSource, first: dict[str, Any]) -> dict[str, An
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as err:
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         failed = manifest_row(
             video, STATUS_FAILED, content_hash=first["content_hash"],
-            error=f"{video.path}: join task failed ({cause})",
+            error=f"{video.path}: join task failed ({_cause(err)})",
         )  # fmt: skip
         return {**failed, NODE: first[NODE]}
+
+
+def _cause(err: Exception) -> str:
+    """The first line of what a Ray task's failure says (its class when it says nothing)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _map(

@@ -184,6 +184,5 @@ def part_chunks(parts: list[SegmentPart], shape: FrameShape) -> Iterator[bytes]:
 def remove_parts(parts: list[SegmentPart]) -> None:
     """Delete the part files (once the shard holds their frames, or the video failed)."""
     for segment in parts:
-        if segment.part is not None and storage.is_file(segment.part):
-            fs, path = storage.resolve(segment.part)
-            fs.delete_file(path)
+        if segment.part is not None:
+            storage.delete_file(segment.part)

@@ -272,9 +272,9 @@ def score_tasks(
     for video_id, row in rows.items():
         part = storage.join(config.out, PARTS_DIR, f"{video_id}.parquet")
         task = VideoTask(video_id, storage.join(config.data, row["shard"]), part)
-        count = 1 if storage.is_file(part) else segment_count(
-            row["frames"], row["fps"], seconds, clip_length
-        )  # fmt: skip
+        count = segment_count(row["frames"], row["fps"], seconds, clip_length)
+        if count > 1 and storage.is_file(part):  # joined by an earlier run: done
+            count = 1
         tasks += split_task(task, count, row["frames"])
     return tasks
 

@@ -100,7 +100,8 @@ def join_segments(
         parts = [t.part for t in sorted(segments.get(video.video_id, []), key=lambda t: t.first)]
         if parts and all(storage.is_file(p) for p in parts):
             storage.write_parquet(_joined(parts, alpha, normalise, window), video.part)
-            _delete(parts)
+            for part in parts:
+                storage.delete_file(part)
     return whole
 
 
@@ -125,12 +126,6 @@ def _joined(parts: list[str], alpha: float, normalise: str, window: int) -> pa.T
         table = table.set_column(at, table.schema.field(name), pa.array(values, pa.float64()))
     meta = {ITEMS_AFTER: "null", SCORE_CHOICE: choice_key(normalise, window)}
     return table.replace_schema_metadata(meta)
-
-
-def _delete(parts: list[str]) -> None:
-    for part in parts:
-        fs, path = storage.resolve(part)
-        fs.delete_file(path)
 
 
 __all__ = ["join_segments", "segment_count", "segment_part", "split_task", "whole_tasks"]
