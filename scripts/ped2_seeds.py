@@ -10,6 +10,11 @@ standard deviation, and the training seconds. Everything lands under --out, the 
 store at --out/mlflow.db.
 
     python scripts/ped2_seeds.py --seeds 0 1 2 --out /tmp/ped2-seeds
+    python scripts/ped2_seeds.py --seeds 0 --set height=128 width=128 --out /tmp/ped2-128
+
+``--set`` changes fields of the preset (model or optimisation, as ``Preset.replace``
+takes them) for a study of one variable at a time; the changed preset is written to
+--out/preset.json and trained from there.
 """
 
 from __future__ import annotations
@@ -36,6 +41,17 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": round(statistics.fmean(values), 4), "sd": round(sd, 4)}
 
 
+def parse_field(item: str) -> tuple[str, object]:
+    """``name=value`` with the value read as JSON where it parses (numbers), else a string."""
+    name, sep, text = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {item}: expected FIELD=VALUE")
+    try:
+        return name, json.loads(text)
+    except json.JSONDecodeError:
+        return name, text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ped2", default="../shared/datasets/ucsd_ped2")
@@ -45,12 +61,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpus-per-worker", type=float, default=float(os.cpu_count() or 1))
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="preset fields to change"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     out = Path(args.out).resolve()
-    cfg = get_preset(args.preset).model
+    preset = get_preset(args.preset).replace(**dict(parse_field(item) for item in args.set))
+    if args.set:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "preset.json").write_text(preset.to_json())
+    cfg = preset.model
     data = out / f"data-{cfg.height}x{cfg.width}x{cfg.channels}"
     tracking = f"sqlite:///{out / 'mlflow.db'}"
     started = time.perf_counter()
@@ -73,7 +96,7 @@ def main() -> None:
         trained = run_train(
             TrainConfig(
                 data=str(data),
-                preset=args.preset,
+                preset=str(out / "preset.json") if args.set else args.preset,
                 epochs=args.epochs,
                 seed=seed,
                 workers=args.workers,
@@ -114,6 +137,7 @@ def main() -> None:
 
     summary = {
         "preset": args.preset,
+        "changes": args.set,
         "seeds": args.seeds,
         "ingest_s": round(ingest_s, 1),
         "train_s": spread([r["train_s"] for r in rows]),

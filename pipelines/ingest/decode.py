@@ -20,14 +20,19 @@ its own.
 A :class:`Window` decodes only the frames of a video file shown in ``[start_s, stop_s)`` of
 its source's clock, for the segments of a long video that parallel tasks decode
 (:mod:`pipelines.ingest.segments`). ffmpeg seeks (``-ss`` before ``-i``: to the keyframe
-before, then it decodes and drops frames up to that time) to a margin before ``start_s``,
-keeps the source's timestamps (``-copyts``) and logs each frame's integer ``pts`` and the
-stream's time base (``showinfo``); the reader then keeps exactly the frames whose
-``pts * time_base`` falls in the window. Cutting on the stream's own integer timestamps,
-compared exactly, puts every frame in exactly one of two adjacent windows, however the frame
-rate varies or the boundary falls. A frame decoded before ``start_s`` (:attr:`FrameReader.
-saw_before`) proves that the seek landed before the window, so that its first frames are
-those a decode from the first frame gives.
+before, then it decodes and drops frames up to that time) to a margin before ``start_s``
+and keeps the source's timestamps (``-copyts``); its ``trim`` filter passes the frames whose
+integer ``pts`` is at least ``start_s`` and ends the decode at the first one at or after
+``stop_s``, both bounds turned into the stream's time base once, in integers
+(:func:`cut_pts`). Cutting on the stream's own integer timestamps puts every frame in
+exactly one of two adjacent windows, however the frame rate varies or the boundary falls,
+and frames are scaled only inside the window. Beside the cut, two branches of the graph log
+a frame's integer ``pts`` (``showinfo``) for the few frames that prove the cut right, not
+for every frame: the first frame decoded and those from just before ``stop_s`` on
+(``edge``), and any frame whose timestamp does not increase (``order``: it could fall in
+two windows or none, so such a video is not cut). A first frame before ``start_s``
+(:attr:`FrameReader.saw_before`) proves that the seek landed before the window, so that its
+first frames are those a decode from the first frame gives.
 
 Every failure is a :class:`DecodeError` whose text is one line: the file and the cause.
 """
@@ -53,7 +58,9 @@ from pipelines.schema import FrameShape
 
 _OUTPUT_SIZE = re.compile(r"Video: rawvideo\b.*?, (\d+)x(\d+)\b")
 _DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_SHOWINFO = "Parsed_showinfo_"
+_SHOWINFO = "[showinfo@"  # the window's logging branches (:meth:`FrameReader._window_args`)
+_EDGE, _ORDER = "edge", "order"
+_SHOWINFO_BRANCH = re.compile(r"^\[showinfo@(\w+) ")
 _SHOWINFO_BASE = re.compile(r"config in time_base: (\d+)/(\d+)")
 _SHOWINFO_PTS = re.compile(r"\] n:\s*\d+ pts:\s*(\S+)")
 _INPUT_START = re.compile(r"^\s*Duration: .*?\bstart: (-?\d+(?:\.\d+)?)")
@@ -73,9 +80,9 @@ _MISDETECTION = "misdetection possible"
 _STDERR_LINES_KEPT = 64
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_BYTES = 1 << 20
-_WINDOW_READ_BYTES = 1 << 20
-"""How much of a segment's pipe is read at a time (at least one frame): ffmpeg decodes at
-most about this far past the window's end."""
+_EDGE_LEAD_S = 0.5
+"""How long before a window's end the frames' timestamps are logged (a float ``t`` may round
+below the integer bound that ``trim`` compares)."""
 
 
 class DecodeError(Exception):
@@ -149,13 +156,25 @@ class Window:
         return seek if seek > 0 else None
 
 
-def first_pts(seconds: float | None, time_base: Fraction) -> int | None:
-    """The smallest integer timestamp at or after ``seconds`` in ``time_base`` units (exact:
-    every task that cuts at ``seconds`` puts the same frames on each side)."""
+def cut_text(seconds: float) -> str:
+    """A cut as ``trim`` is given it: seconds to the microsecond (ffmpeg reads a duration
+    into whole microseconds, exactly, from this text)."""
+    return f"{seconds:.6f}"
+
+
+def cut_pts(seconds: float | None, time_base: Fraction) -> int | None:
+    """The integer timestamp that ``trim`` compares frames with for a cut at ``seconds``:
+    :func:`cut_text`'s microseconds rescaled to ``time_base`` and rounded to the nearest,
+    halves away from zero, as ffmpeg's ``av_rescale_q`` does. Two tasks that cut at the same
+    ``seconds`` get the same integer, so each frame falls on one side of it."""
     if seconds is None:
         return None
-    ticks = Fraction(seconds) / time_base
-    return -((-ticks.numerator) // ticks.denominator)  # ceil
+    micros = round(Fraction(cut_text(seconds)) * 1_000_000)
+    num, den = time_base.denominator, time_base.numerator * 1_000_000
+    half = den // 2
+    if micros < 0:
+        return -((-micros * num + half) // den)
+    return (micros * num + half) // den
 
 
 @dataclass(frozen=True)
@@ -257,9 +276,9 @@ class _LogReader(threading.Thread):
         self.input_start_s = 0.0  # the video stream's start time (else the input's), seconds
         self.duration_s: float | None = None  # the input's duration, when the log gives one
         self.time_base: Fraction | None = None  # of the timestamps showinfo logs
-        self.pts: list[int | None] = []  # showinfo: each frame's timestamp, in order
-        self._frames = threading.Condition()
-        self._ended = False
+        # a window's logged timestamps (None: the frame had none), by branch: the first
+        # frame and those near the window's end ("edge"), those that do not increase ("order")
+        self.pts: dict[str, list[int | None]] = {_EDGE: [], _ORDER: []}
         self.ready = threading.Event()  # set once the output size is known or ffmpeg ended
         self._section = ""  # "input" or "output": the stream description being read
         self._input_video = False  # the input's video stream line was read
@@ -271,31 +290,20 @@ class _LogReader(threading.Thread):
                 self._parse(line)
         finally:
             self.ready.set()
-            with self._frames:
-                self._ended = True
-                self._frames.notify_all()
-
-    def frame_pts(self, stop: int) -> list[int | None]:
-        """The timestamps of frames ``0 .. stop - 1`` (fewer if ffmpeg ended first): showinfo
-        logs a frame before ffmpeg writes it, so the line of a frame read is on its way."""
-        with self._frames:
-            self._frames.wait_for(lambda: len(self.pts) >= stop or self._ended)
-            return self.pts[:stop]
 
     def _parse_showinfo(self, line: str) -> None:
+        branch = _SHOWINFO_BRANCH.match(line)
         match = _SHOWINFO_PTS.search(line)
-        if match:
+        if match and branch and branch.group(1) in self.pts:
             text = match.group(1)
-            with self._frames:
-                self.pts.append(int(text) if text.lstrip("-").isdigit() else None)
-                self._frames.notify_all()
+            self.pts[branch.group(1)].append(int(text) if text.lstrip("-").isdigit() else None)
         elif self.time_base is None:
             base = _SHOWINFO_BASE.search(line)
             if base:
                 self.time_base = Fraction(int(base.group(1)), int(base.group(2)))
 
     def _parse(self, line: str) -> None:
-        if _SHOWINFO in line:  # one line per frame (and a few more): kept out of the log
+        if line.startswith(_SHOWINFO):  # the window's few frames: kept out of the log
             self._parse_showinfo(line)
             return
         self.lines.append(line)
@@ -380,9 +388,8 @@ class FrameReader:
 
     def __enter__(self) -> FrameReader:
         self._check_files()
-        self._proc = self._command().run_async(
-            cmd=self.settings.executable(), pipe_stdout=True, pipe_stderr=True
-        )
+        args = self._window_args() if self.window is not None else self._command()
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with contextlib.suppress(OSError):  # Linux: fewer, larger reads from a 1 MiB pipe
             fcntl.fcntl(self._proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
         self._log = _LogReader(self._proc.stderr)
@@ -414,7 +421,8 @@ class FrameReader:
             if size == 0:
                 raise DecodeError(path, "empty file")
 
-    def _command(self):
+    def _command(self) -> list[str]:
+        """The ffmpeg command line of a whole video file or frame folder."""
         input_args = {"err_detect": "explode", "reinit_filter": 0, "threads": self.settings.threads}
         if self.frames:
             self._tmp = tempfile.TemporaryDirectory(prefix="mnad-decode-")
@@ -423,21 +431,48 @@ class FrameReader:
                 f.write(concat_list(self.frames))
             stream = ffmpeg.input(script, f="concat", safe=0, **input_args)
         else:
-            seek = None if self.window is None else self.window.seek_s(self._file_start_s())
-            if seek is not None:
-                input_args["ss"] = f"{seek:.6f}"
             stream = ffmpeg.input(self.path, **input_args)
         video = stream.video
         if self.settings.size is not None:
             height, width = self.settings.size
             video = video.filter("scale", width, height, flags="bilinear")
-        if self.window is not None:
-            video = video.filter("showinfo", checksum=0)
         out = ffmpeg.output(
             video, "pipe:", format="rawvideo", pix_fmt=self.settings.pix_fmt, fps_mode="passthrough"
         )
         out = out.global_args("-hide_banner", "-nostdin", "-nostats", "-xerror")
-        return out if self.window is None else out.global_args("-copyts")
+        return out.compile(cmd=self.settings.executable())
+
+    def _window_args(self) -> list[str]:
+        """The ffmpeg command line of a window: seek, keep the source's timestamps, and split
+        the decoded frames three ways: ``trim`` to the window, then scale, to the output; the
+        first frame and those from just before the window's end to the ``edge`` log; frames
+        whose timestamp does not increase on the last one's (or that have none) to the
+        ``order`` log. ffmpeg ends once ``trim`` has passed the window's end."""
+        assert self.window is not None
+        window, seek = self.window, self.window.seek_s(self._file_start_s())
+        bounds = (("start", window.start_s), ("end", window.stop_s))
+        trim = [f"{key}={cut_text(at)}" for key, at in bounds if at is not None]
+        kept = f"trim={':'.join(trim)}," if trim else ""
+        if self.settings.size is not None:
+            height, width = self.settings.size
+            kept += f"scale={width}:{height}:flags=bilinear,"
+        edge = "eq(n\\,0)"
+        if window.stop_s is not None:
+            edge += f"+gte(t\\,{cut_text(window.stop_s - _EDGE_LEAD_S)})"
+        graph = (
+            f"[0:v]split=3[win][edge][order];[win]{kept}null[out];"
+            f"[edge]select@{_EDGE}='{edge}',showinfo@{_EDGE}=checksum=0,nullsink;"
+            f"[order]select@{_ORDER}='lte(pts\\,prev_pts)+isnan(pts)',"
+            f"showinfo@{_ORDER}=checksum=0,nullsink"
+        )
+        settings = self.settings
+        return [
+            settings.executable(), "-hide_banner", "-nostdin", "-nostats", "-xerror", "-copyts",
+            "-err_detect", "explode", "-reinit_filter", "0", "-threads", str(settings.threads),
+            *(["-ss", f"{seek:.6f}"] if seek is not None else []), "-i", self.path,
+            "-filter_complex", graph, "-map", "[out]", "-f", "rawvideo",
+            "-pix_fmt", settings.pix_fmt, "-fps_mode", "passthrough", "pipe:",
+        ]  # fmt: skip
 
     def _file_start_s(self) -> float:
         """The file's start time (``-ss`` counts from it): the window's, else read from the
@@ -491,9 +526,6 @@ class FrameReader:
         end that ffmpeg succeeded and, for a folder, that every file gave one frame of the
         first frame's size."""
         assert self._proc is not None
-        if self.window is not None:
-            yield from self._window_chunks(max_bytes)
-            return
         frame_bytes = self.shape.nbytes
         per_chunk = max(1, max_bytes // frame_bytes)
         while True:
@@ -506,53 +538,28 @@ class FrameReader:
                 break
         self._finish()
 
-    def _window_chunks(self, max_bytes: int) -> Iterator[bytes]:
-        """:meth:`chunks` of the frames in the window: those before it are dropped, and
-        ffmpeg is left (killed on exit) at the first frame after it. The pipe is read a
-        little at a time (:data:`_WINDOW_READ_BYTES`), so that ffmpeg stops decoding soon after
-        the window's end rather than a whole chunk later; the frames are yielded in chunks of
-        up to ``max_bytes``."""
-        assert self._proc is not None and self._log is not None and self.window is not None
-        frame_bytes = self.shape.nbytes
-        per_chunk = max(1, max_bytes // frame_bytes)
-        per_read = max(1, min(per_chunk, _WINDOW_READ_BYTES // frame_bytes))
-        kept: list[bytes] = []  # frames of the window not yet yielded
-        seen, last = 0, None
-        start = stop = None
-        while True:
-            data = self._proc.stdout.read(per_read * frame_bytes)
-            whole = len(data) // frame_bytes
-            if whole:
-                pts = self._log.frame_pts(seen + whole)[seen:]
-                if len(pts) < whole or None in pts or self._log.time_base is None:
-                    raise DecodeError(self.path, "ffmpeg logged no timestamp for a frame")
-                if start is None and stop is None:  # the time base is known from now on
-                    start = first_pts(self.window.start_s, self._log.time_base)
-                    stop = first_pts(self.window.stop_s, self._log.time_base)
-                for p in pts:
-                    if last is not None and p <= last:
-                        raise DecodeError(
-                            self.path,
-                            f"frame timestamps do not increase ({last} then {p}): it cannot "
-                            "be cut into segments; ingest it with --segment-seconds 0",
-                        )
-                    last = p
-                seen += whole
-                lo = sum(1 for p in pts if start is not None and p < start)
-                hi = sum(1 for p in pts if stop is None or p < stop)
-                self.saw_before = self.saw_before or lo > 0
-                if hi > lo:
-                    self.frames_read += hi - lo
-                    kept.append(data[lo * frame_bytes : hi * frame_bytes])
-                if hi < whole:
-                    self.reached_stop = True
-                    yield from _rechunk(kept, per_chunk * frame_bytes, final=True)
-                    return
-                yield from _rechunk(kept, per_chunk * frame_bytes, final=False)
-            if len(data) < per_read * frame_bytes:
-                break
-        yield from _rechunk(kept, per_chunk * frame_bytes, final=True)
-        self._finish()
+    def _check_window(self) -> None:
+        """After a window's decode: what its logged timestamps say. A frame without one, or
+        one that does not increase, is a DecodeError (such a video cannot be cut); else
+        :attr:`saw_before` and :attr:`reached_stop` are set."""
+        assert self._log is not None and self.window is not None
+        edge, order = self._log.pts[_EDGE], self._log.pts[_ORDER]
+        if None in edge or None in order:
+            raise DecodeError(self.path, "ffmpeg logged no timestamp for a frame")
+        if order:
+            raise DecodeError(
+                self.path,
+                f"frame timestamps do not increase (at {order[0]}): it cannot be cut into "
+                "segments; ingest it with --segment-seconds 0",
+            )
+        if not edge:
+            return  # no frame decoded: the seek went past the last frame
+        if self._log.time_base is None:
+            raise DecodeError(self.path, "ffmpeg logged no time base for the frames")
+        start = cut_pts(self.window.start_s, self._log.time_base)
+        stop = cut_pts(self.window.stop_s, self._log.time_base)
+        self.saw_before = start is not None and edge[0] < start
+        self.reached_stop = stop is not None and edge[-1] >= stop
 
     def _finish(self) -> None:
         """Wait for ffmpeg and turn what went wrong into one DecodeError."""
@@ -591,18 +598,5 @@ class FrameReader:
             )
         if self.frames_read == 0 and (self.window is None or self.window.start_s is None):
             raise DecodeError(self.path, "no video frames")
-
-
-def _rechunk(pieces: list[bytes], size: int, *, final: bool) -> Iterator[bytes]:
-    """Take from ``pieces`` (whole frames, in order) the chunks of ``size`` bytes they fill,
-    and with ``final`` the rest; what is left stays in ``pieces``."""
-    held = sum(len(p) for p in pieces)
-    if held == 0 or (held < size and not final):
-        return
-    data = b"".join(pieces)
-    pieces.clear()
-    cut = len(data) if final else len(data) - len(data) % size
-    for at in range(0, cut, size):
-        yield data[at : min(at + size, cut)]
-    if cut < len(data):
-        pieces.append(data[cut:])
+        if self.window is not None:
+            self._check_window()

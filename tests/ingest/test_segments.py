@@ -16,7 +16,16 @@ import ray
 from pipelines.data import read_manifest
 from pipelines.errors import OptionError
 from pipelines.ingest import IngestConfig, run_ingest
-from pipelines.ingest.decode import DecodeSettings, FrameReader, Probe, Window, first_pts, probe
+from pipelines.ingest.decode import (
+    DecodeError,
+    DecodeSettings,
+    FrameReader,
+    Probe,
+    Window,
+    _LogReader,
+    cut_pts,
+    probe,
+)
 from pipelines.ingest.layouts import VideoSource
 from pipelines.ingest.segments import windows
 from pipelines.ingest.video import IngestPlan, ingest_segment, join_video
@@ -71,10 +80,14 @@ def test_windows_cut_a_long_video_into_equal_segments() -> None:
     assert Window(10.0, 20.0, 2.0).seek_s(1.5) == 6.5 and Window(1.0, 2.0).seek_s(0.0) is None
 
 
-def test_first_pts_is_exact() -> None:
-    assert first_pts(0.1, Fraction(1, 10240)) == 1025  # 0.1 is a hair above 1024 / 10240
-    assert first_pts(0.5, Fraction(1, 1000)) == 500
-    assert first_pts(None, Fraction(1, 90000)) is None
+def test_cut_pts_rounds_microseconds_as_ffmpeg_does() -> None:
+    # av_rescale_q of the cut's microseconds: 100000 * 10240 / 10**6 = 1024 exactly
+    assert cut_pts(0.1, Fraction(1, 10240)) == 1024
+    assert cut_pts(1 / 3, Fraction(1, 90000)) == 30000  # 333333 us = 29999.97 ticks
+    assert cut_pts(0.000001, Fraction(1, 500000)) == 1  # half a tick: away from zero
+    assert cut_pts(-0.000001, Fraction(1, 500000)) == -1
+    assert cut_pts(0.000001, Fraction(1, 400000)) == 0  # 0.4 of a tick
+    assert cut_pts(None, Fraction(1, 90000)) is None
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
@@ -171,3 +184,30 @@ def test_a_segment_that_fails_fails_its_video_alone(ray_local, tmp_path: Path, c
     assert f"mnad ingest: {path}: " in err and "Traceback" not in err
     names = sorted(p.name for p in (tmp_path / "out/test").iterdir())
     assert names == ["short.parquet"]  # no part file of the failed video left
+
+
+def _window_log(window: Window, lines: list[str]) -> FrameReader:
+    """A reader of ``window`` whose ffmpeg log was ``lines`` (what its decode checks)."""
+    reader = FrameReader("v.mp4", (), SETTINGS, window)
+    reader._log = _LogReader(None)
+    for line in lines:
+        reader._log._parse(line)
+    return reader
+
+
+def test_a_window_reads_its_edges_and_order_from_the_logged_frames() -> None:
+    base = "[showinfo@edge @ 0x1] config in time_base: 1/12800, frame_rate: 25/1"
+    edge = "[showinfo@edge @ 0x1] n:   {} pts: {} pts_time:0 duration: 512"
+    lines = [base, edge.format(0, 230400), edge.format(1, 384000)]  # 18 s, then 30 s
+    reader = _window_log(Window(20.0, 30.0), lines)
+    reader._check_window()
+    assert reader.saw_before and reader.reached_stop
+    reader = _window_log(Window(18.0, 30.01), lines)  # 30 s is before the end: not reached
+    reader._check_window()
+    assert not reader.saw_before and not reader.reached_stop
+    order = "[showinfo@order @ 0x2] n:   0 pts: 1024 pts_time:0.08 duration: 512"
+    with pytest.raises(DecodeError, match="v.mp4: frame timestamps do not increase"):
+        _window_log(Window(20.0, 30.0), [*lines, order])._check_window()
+    nopts = "[showinfo@order @ 0x2] n:   0 pts: NOPTS pts_time:NOPTS duration: 512"
+    with pytest.raises(DecodeError, match="v.mp4: ffmpeg logged no timestamp"):
+        _window_log(Window(20.0, 30.0), [*lines, nopts])._check_window()
