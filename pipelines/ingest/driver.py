@@ -31,15 +31,17 @@ from pipelines.ingest.config import IngestConfig, ingest_settings
 from pipelines.ingest.decode import DecodeSettings
 from pipelines.ingest.layouts import VideoSource, discover
 from pipelines.ingest.result import IngestResult, read_summary, summarize
-from pipelines.ingest.segments import SegmentPart, remove_parts
+from pipelines.ingest.segments import part_uri
 from pipelines.ingest.video import (
     NODE,
+    SEGMENT_NODES,
     SEGMENTS,
     IngestPlan,
     ingest_row,
     join_row,
     manifest_row,
     segment_row,
+    task_cause,
 )
 from pipelines.ray_cluster import ray_session
 from pipelines.schema import MANIFEST_FILE, MANIFEST_SCHEMA, SPLITS, STATUS_FAILED, STATUS_OK
@@ -167,97 +169,66 @@ def _segmented(
     nodes: set[str],
 ) -> int:
     """Decode the segments of the long videos (one Ray task each) and join each video's
-    into its shard (one task per video, started as soon as its last segment is decoded);
-    ``done`` gets their manifest rows. Plain tasks rather than Ray Data jobs: the items are
-    few and small, and a job's start-up costs more than a segment's decode."""
+    into its shard (one task per video, submitted with its segments: it writes each part
+    as soon as the segments before it are done); ``done`` gets their manifest rows. Plain
+    tasks rather than Ray Data jobs: the items are few and small, and a job's start-up
+    costs more than a segment's decode."""
     import ray
 
-    items = [
-        {"key": key, "video": videos[key].to_json(), "index": i, "window": json.dumps(w)}
-        for key, (_, windows) in pending.items()
-        for i, w in enumerate(windows)
-    ]
+    count = sum(len(windows) for _, windows in pending.values())
     if not config.quiet:
         print(
             f"mnad ingest: {len(pending)} video(s) longer than {config.segment_seconds:g} s "
-            f"in {len(items)} segments, decoded in parallel",
+            f"in {count} segments, decoded in parallel",
             flush=True,
         )
     began = time.perf_counter()
     decode = ray.remote(segment_row).options(num_cpus=config.ffmpeg_threads)
     join = ray.remote(join_row).options(num_cpus=1)
-    waiting = {decode.remote(item, plan=plan): item for item in items}
-    left = {key: len(windows) for key, (_, windows) in pending.items()}
-    parts: dict[str, list[SegmentPart]] = {key: [] for key in pending}
-    errors: dict[str, str] = {}
     joins: dict[Any, str] = {}
-    while waiting or joins:
-        ready, _ = ray.wait([*waiting, *joins], num_returns=1)
-        ref = ready[0]
-        if ref in joins:
-            key = joins.pop(ref)
-            done(_joined(ref, videos[key], pending[key][0]))
-            continue
-        key = waiting.pop(ref)["key"]
-        row = _segment_done(ref, videos[key])
-        nodes.add(str(row[NODE]))
-        if row["error"]:
-            errors.setdefault(key, row["error"])
-        else:
-            parts[key].append(SegmentPart.from_json(row["part"]))
-        left[key] -= 1
-        if left[key]:
-            continue
-        first = pending[key][0]
-        if key in errors:
-            remove_parts(parts[key])
-            failed = manifest_row(
-                videos[key], STATUS_FAILED, content_hash=first["content_hash"], error=errors[key]
-            )
-            done({**failed, NODE: first[NODE]})
-        else:
-            item = {
-                "video": videos[key].to_json(), "content_hash": first["content_hash"],
-                "parts": json.dumps([p.to_json() for p in parts[key]]),
-            }  # fmt: skip
-            joins[join.remote(item, plan=plan)] = key
+    for key, (first, windows) in pending.items():
+        video = videos[key].to_json()
+        refs = [
+            decode.remote({"video": video, "index": i, "window": json.dumps(w)}, plan=plan)
+            for i, w in enumerate(windows)
+        ]
+        item = {"video": video, "content_hash": first["content_hash"], "segments": refs}
+        joins[join.remote(item, plan=plan)] = key
+    while joins:
+        ready, _ = ray.wait(list(joins), num_returns=1)
+        key = joins.pop(ready[0])
+        row = _joined(ready[0], videos[key], pending[key], plan)
+        nodes.update(str(node) for node in row.get(SEGMENT_NODES, ()))
+        done(row)
     if not config.quiet:
         print(
-            f"mnad ingest: {len(items)} segments decoded and joined into {len(pending)} "
+            f"mnad ingest: {count} segments decoded and joined into {len(pending)} "
             f"shard(s) in {time.perf_counter() - began:.1f} s",
             flush=True,
         )
-    return len(items) + len(pending)
+    return count + len(pending)
 
 
-def _segment_done(ref: Any, video: VideoSource) -> dict[str, Any]:
-    """A segment task's row; a task that died (its worker or node lost) fails its video."""
+def _joined(
+    ref: Any,
+    video: VideoSource,
+    pending: tuple[dict[str, Any], list[dict[str, Any]]],
+    plan: IngestPlan,
+) -> dict[str, Any]:
+    """A join task's manifest row; a task that died fails its video, and its parts go."""
     import ray
 
+    first, windows = pending
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as err:
-        return {"part": "", "error": f"{video.path}: segment task failed ({_cause(err)})", NODE: ""}
-
-
-def _joined(ref: Any, video: VideoSource, first: dict[str, Any]) -> dict[str, Any]:
-    """A join task's manifest row; a task that died fails its video."""
-    import ray
-
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayError as err:
+        for index in range(len(windows)):
+            storage.delete_file(part_uri(plan.out, video, index))
         failed = manifest_row(
             video, STATUS_FAILED, content_hash=first["content_hash"],
-            error=f"{video.path}: join task failed ({_cause(err)})",
+            error=f"{video.path}: join task failed ({task_cause(err)})",
         )  # fmt: skip
         return {**failed, NODE: first[NODE]}
-
-
-def _cause(err: Exception) -> str:
-    """The first line of what a Ray task's failure says (its class when it says nothing)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _map(

@@ -6,10 +6,11 @@ by its ingest task: :func:`windows`) is cut into segments of equal length on the
 clock, each a :class:`~pipelines.ingest.decode.Window`: the first from the first frame, the
 last to the last, so that a duration that the container gets wrong loses no frame. Each
 segment is decoded by its own Ray task (:func:`decode_segment`) into a temporary part file
-beside the shard; once every segment is done, one task (:func:`join_segments`) writes the
-parts' frames in order into the shard, with their frame numbers in the whole video and
-their labels, and removes the parts. The shard is the one a decode of the whole video in one
-pass writes, frame for frame: the cuts fall on the stream's integer timestamps
+beside the shard; one task per video (:func:`pipelines.ingest.video.join_row`), started
+with them, writes the parts' frames in order into the shard as each segment is done, with
+their frame numbers in the whole video and their labels, and removes the parts: the join of
+the first segments runs while the last ones decode. The shard is the one a decode of the
+whole video in one pass writes, frame for frame: the cuts fall on the stream's integer timestamps
 (:mod:`pipelines.ingest.decode`), and a segment whose seek did not land before its window
 (:attr:`~pipelines.ingest.decode.FrameReader.saw_before`) or failed (an open GOP's leading
 frames reference the GOP before) is decoded again with a wider margin, then from the first
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -147,28 +148,35 @@ def _decode_window(local: str, video: VideoSource, index: int, window: Window, p
     )  # fmt: skip
 
 
-def check_parts(path: str, parts: list[SegmentPart]) -> FrameShape:
-    """The frame size of the parts, in order, after checking that they join up: every
+def checked_parts(path: str, parts: Iterable[SegmentPart]) -> Iterator[SegmentPart]:
+    """``parts`` in index order, each checked, as it arrives, against the one before: every
     segment but the first that follows one with frames after it began before its window
     (else frames between them were lost), and all frames have one size. A DecodeError
-    otherwise."""
-    parts = sorted(parts, key=lambda p: p.index)
-    for before, after in zip(parts, parts[1:], strict=False):
-        if before.reached_stop and not after.saw_before:
-            raise DecodeError(path, f"segment {after.index} did not start before its window")
-        if not before.reached_stop and after.frames:
-            raise DecodeError(
-                path, f"segment {before.index} ended early, segment {after.index} has frames"
-            )
-    shapes = {(p.height, p.width, p.channels) for p in parts if p.frames}
-    if len(shapes) != 1:
-        raise DecodeError(path, f"segments of different frame sizes or no frame: {shapes}")
-    return FrameShape(*shapes.pop())
+    otherwise, also when no segment has a frame."""
+    before: SegmentPart | None = None
+    shape: tuple[int, int, int] | None = None
+    for part in parts:
+        if before is not None:
+            if before.reached_stop and not part.saw_before:
+                raise DecodeError(path, f"segment {part.index} did not start before its window")
+            if not before.reached_stop and part.frames:
+                raise DecodeError(
+                    path, f"segment {before.index} ended early, segment {part.index} has frames"
+                )
+        if part.frames:
+            size = (part.height, part.width, part.channels)
+            if shape is not None and size != shape:
+                raise DecodeError(path, f"segments of different frame sizes: {shape}, {size}")
+            shape = size
+        before = part
+        yield part
+    if shape is None:
+        raise DecodeError(path, "no frame in any segment")
 
 
-def part_chunks(parts: list[SegmentPart], shape: FrameShape) -> Iterator[bytes]:
-    """The pixels of every part's frames in order, a row group at a time."""
-    for segment in sorted(parts, key=lambda p: p.index):
+def part_chunks(parts: Iterable[SegmentPart], shape: FrameShape) -> Iterator[bytes]:
+    """The pixels of every part's frames, a row group at a time, parts in the order given."""
+    for segment in parts:
         if segment.part is None:
             continue
         fs, path = storage.resolve(segment.part)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -269,32 +270,57 @@ def ingest_segment(
         return segments.decode_segment(local.path, video, index, window, plan)
 
 
+class SegmentFailed(Exception):
+    """A segment of the video being joined failed; ``str()`` is its one-line error."""
+
+
 def join_video(
-    video: VideoSource, content_hash: str, parts: list[segments.SegmentPart], plan: IngestPlan
+    video: VideoSource, content_hash: str, parts: Iterable[segments.SegmentPart], plan: IngestPlan
 ) -> dict[str, Any]:
-    """Write a segmented video's shard from its parts, in order; its manifest row. The
-    parts are removed, whatever the outcome."""
+    """Write a segmented video's shard from its parts, taken in index order as they arrive
+    (a part's segment may still be decoding when the join reaches it); its manifest row.
+    The parts taken are removed, whatever the outcome; ``parts`` may raise
+    :class:`SegmentFailed`, which fails the video."""
     fs, _ = storage.resolve(plan.source)
+    taken: list[segments.SegmentPart] = []
     try:
-        shape = segments.check_parts(video.path, parts)
+        ordered = iter(segments.checked_parts(video.path, _kept(parts, taken)))
+        leading = []  # up to the first part with frames, which gives the shard's frame size
+        for part in ordered:
+            leading.append(part)
+            if part.frames:
+                break
+        shape = FrameShape(part.height, part.width, part.channels)
         labels = _labels_for(video, fs)
-        chunks = segments.part_chunks(parts, shape)
+        chunks = segments.part_chunks(itertools.chain(leading, ordered), shape)
         frames, anomalous = write_frames(video, labels, plan, shape, chunks)
+    except SegmentFailed as err:
+        return manifest_row(video, STATUS_FAILED, content_hash=content_hash, error=str(err))
     except (DecodeError, LabelError, OSError) as err:
         return _failed(video, err, content_hash)
     finally:
-        segments.remove_parts(parts)
-    first = min(parts, key=lambda p: p.index)
+        segments.remove_parts(taken)
     return manifest_row(
         video, STATUS_OK, content_hash=content_hash, frames=frames, anomalous=anomalous,
-        shape=shape, fps=first.fps, start_s=first.start_s,
+        shape=shape, fps=taken[0].fps, start_s=taken[0].start_s,
     )  # fmt: skip
+
+
+def _kept(
+    parts: Iterable[segments.SegmentPart], taken: list[segments.SegmentPart]
+) -> Iterator[segments.SegmentPart]:
+    """``parts``, each put in ``taken`` (to be removed) as it comes."""
+    for part in parts:
+        taken.append(part)
+        yield part
 
 
 NODE = "node"
 """The Ray node a task ran on, beside its manifest row (not in the manifest)."""
 SEGMENTS = "segments"
 """Beside a manifest row: the video's segments still to decode (JSON, "" when none)."""
+SEGMENT_NODES = "segment_nodes"
+"""Beside a joined video's manifest row: the Ray nodes its segments ran on."""
 
 
 def _node() -> str:
@@ -311,7 +337,7 @@ def ingest_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
 
 
 def segment_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
-    """Ray Data map function: one ``{"video", "index", "window"}`` item to its
+    """Ray task: one ``{"video", "index", "window"}`` item to its
     :class:`~pipelines.ingest.segments.SegmentPart` (JSON, or "" and the ``error``)."""
     video = VideoSource.from_json(row["video"])
     window = Window(**json.loads(row["window"]))
@@ -319,12 +345,55 @@ def segment_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
         done, error = ingest_segment(video, int(row["index"]), window, plan).to_json(), ""
     except (DecodeError, OSError) as err:
         done, error = "", str(err) if isinstance(err, DecodeError) else f"{video.path}: {err}"
-    return {"key": row["key"], "part": done, "error": error, NODE: _node()}
+    return {"part": done, "error": error, NODE: _node()}
 
 
 def join_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
-    """Ray Data map function: one ``{"video", "content_hash", "parts"}`` item to the
-    video's manifest row."""
-    parts = [segments.SegmentPart.from_json(p) for p in json.loads(row["parts"])]
+    """Ray task: one ``{"video", "content_hash", "segments"}`` item to the video's manifest
+    row, ``segments`` being the ObjectRefs of its :func:`segment_row` tasks in index order.
+    Each is waited for in turn (a task blocked on ``ray.get`` lends its CPU back), so the
+    shard is written while later segments decode. A segment that failed, or whose task was
+    lost, fails the video; beside the row, :data:`SEGMENT_NODES` lists where they ran."""
+    import ray
+
     video = VideoSource.from_json(row["video"])
-    return {**join_video(video, row["content_hash"], parts, plan), NODE: _node()}
+    nodes: list[str] = []
+
+    def parts() -> Iterator[segments.SegmentPart]:
+        for ref in row["segments"]:
+            try:
+                done = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                cause = f"{video.path}: segment task failed ({task_cause(err)})"
+                raise SegmentFailed(cause) from None
+            nodes.append(done[NODE])
+            if done["error"]:
+                raise SegmentFailed(done["error"])
+            yield segments.SegmentPart.from_json(done["part"])
+
+    try:
+        joined = join_video(video, row["content_hash"], parts(), plan)
+    finally:  # the parts of segments the join did not reach, after one failed
+        segments.remove_parts(_finished(row["segments"]))
+    return {**joined, NODE: _node(), SEGMENT_NODES: nodes}
+
+
+def _finished(refs: list[Any]) -> list[segments.SegmentPart]:
+    """The parts of the segment tasks ``refs`` that succeeded, once every one has ended."""
+    import ray
+
+    done = []
+    for ref in refs:
+        try:
+            row = ray.get(ref)
+        except ray.exceptions.RayError:
+            continue
+        if not row["error"]:
+            done.append(segments.SegmentPart.from_json(row["part"]))
+    return done
+
+
+def task_cause(err: Exception) -> str:
+    """The first line of what a Ray task's failure says (its class when it says nothing)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
