@@ -17,7 +17,8 @@ The segments' parts start with a dot, so the frames dataset and :func:`completio
 <pipelines.score.result.completion>` do not see them; their names carry no
 :data:`~pipelines.storage.TMP_MARK`, so the cleanup of a killed actor's temporaries keeps
 them, and a rerun scores only the segments not written yet. Their count is in their names: a
-rerun with another ``--segment-seconds`` does not take up segments cut otherwise. The join
+rerun with another ``--segment-seconds`` does not take up segments cut otherwise, and once a
+video's own file is there, its parts of any count are deleted. The join
 runs on the driver, one video at a time, just before the driver reads each video anyway
 (:func:`pipelines.score.driver.read_archive`): it holds one video's scores, a few columns of
 floats (about 100 MB for ten hours at 30 fps), and needs no task of its own. It recomputes
@@ -96,13 +97,29 @@ def join_segments(
         if task.segment:
             segments.setdefault(task.video_id, []).append(task)
     whole = whole_tasks(tasks)
+    stray = _segment_files(whole)
     for video in whole:
         parts = [t.part for t in sorted(segments.get(video.video_id, []), key=lambda t: t.first)]
         if parts and all(storage.is_file(p) for p in parts):
             storage.write_parquet(_joined(parts, alpha, normalise, window), video.part)
             for part in parts:
                 storage.delete_file(part)
+        if stray.get(video.video_id) and storage.is_file(video.part):
+            for part in stray[video.video_id]:  # cut otherwise by an earlier, interrupted run
+                storage.delete_file(part)
     return whole
+
+
+def _segment_files(videos: list[VideoTask]) -> dict[str, list[str]]:
+    """The segment parts in the folders of ``videos``' files, whatever their count, by video."""
+    found: dict[str, list[str]] = {}
+    for folder in sorted({v.part.rpartition("/")[0] for v in videos}):
+        for info in storage.list_dir(folder):
+            name = info.base_name
+            if name.startswith(".") and ".segment-" in name and name.endswith(".parquet"):
+                video_id = name[1:].rsplit(".segment-", 1)[0]
+                found.setdefault(video_id, []).append(storage.join(folder, name))
+    return found
 
 
 def _joined(parts: list[str], alpha: float, normalise: str, window: int) -> pa.Table:

@@ -126,10 +126,14 @@ def test_segments_score_every_frame_once_and_join_into_each_video(
     assert result.frames == whole_result.frames
     assert result.events is not None and (tmp_path / "segments" / "events.parquet").is_file()
 
-    # Run again: each video's joined file is there, so it is done; nothing is rescored.
+    # Run again: each video's joined file is there, so it is done; nothing is rescored. A
+    # part of another cut, left by an interrupted run with another --segment-seconds, goes.
+    stray = tmp_path / "segments" / "frames" / f".{sorted(TEST)[0]}.segment-00001-of-00007.parquet"
+    stray.write_bytes(b"left by an earlier run")
     again, frames_again = _score(calibrated, tmp_path / "segments", segment_seconds=1.0)
     assert again.segments == 0 and again.metrics["frames_per_s"] == 0.0
     assert frames_again.equals(frames)
+    assert not stray.exists()
 
 
 def test_per_video_normalisation_keeps_videos_whole(calibrated, tmp_path, capsys) -> None:
