@@ -197,6 +197,7 @@ def long_video(args: argparse.Namespace, tmp: str) -> dict:
         "size": size, "segment_seconds": args.segment_seconds, "seconds_1_cpu": seconds[1],
         "seconds_2_cpus": seconds[2], "bare_fps": bare, "load_average": os.getloadavg()[0],
         "ingest_long_2_vs_1_cores": ratio, "ingest_vs_ffmpeg": versus,
+        "ratios": {"ingest_long_2_vs_1_cores": ratio},
     }  # fmt: skip
 
 
@@ -321,8 +322,12 @@ def main() -> None:
         "--segment-seconds", type=float, default=120.0, help="long: ingest's --segment-seconds"
     )
     parser.add_argument(
-        "--long-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
-        help="long: the video's frame size"
+        "--long-size",
+        type=int,
+        nargs=2,
+        default=(64, 64),
+        metavar=("H", "W"),
+        help="long: the video's frame size",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()

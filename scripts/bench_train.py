@@ -245,6 +245,9 @@ def main() -> None:
             "ratio_wall": rate.wall / base.wall, "ratio_cpu": rate.cpu / base.cpu,
             "ratio_end_to_end": end_to_end / base.wall,
         })  # fmt: skip
+    if 1 in runs:
+        figures["ratios"] = {"train_vs_bare_loop": runs[1][0].wall / base.wall}
+        print(f"train_vs_bare_loop {figures['ratios']['train_vs_bare_loop']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -41,6 +41,14 @@ TRAIN = {
     "bare": {"wall": 40.0, "cpu": 20.0},
     "ray_train": [{"workers": 1, "wall": 38.0, "cpu": 19.0, "end_to_end": 20.0,
                    "ratio_wall": 0.95, "ratio_cpu": 0.95, "ratio_end_to_end": 0.5}],
+    "ratios": {"train_vs_bare_loop": 0.95},
+}  # fmt: skip
+
+LONG = {
+    "mode": "long", "frames": 36000, "long_seconds": 3600, "size": [64, 64],
+    "segment_seconds": 120.0, "seconds_1_cpu": 4.5, "seconds_2_cpus": 3.0, "bare_fps": 15000.0,
+    "load_average": 0.5, "ingest_long_2_vs_1_cores": 1.5, "ingest_vs_ffmpeg": 0.8,
+    "ratios": {"ingest_long_2_vs_1_cores": 1.5},
 }  # fmt: skip
 
 
@@ -193,6 +201,14 @@ ARCHIVE = {
 }  # fmt: skip
 
 
+def test_long_rows():
+    one_core, versus = bench_all.table_rows([StageResult("long", 30.0, LONG)])
+    assert one_core.figure == "mnad ingest, one video of 60 min at 64x64, 2 cores: 3.0 s"
+    assert one_core.baseline == "1 core: 4.5 s" and one_core.ratio == "1.50x (target >= 1.5)"
+    assert versus.figure == "the same, 2 cores: 12000 frames/s"
+    assert versus.ratio == "0.80x (target >= 0.8)"
+
+
 def test_archive_rows():
     rows = bench_all.table_rows([StageResult("archive", 900.0, ARCHIVE)])
     assert not any(row.failed for row in rows) and len(rows) == 5
@@ -228,9 +244,10 @@ def test_ratios_come_from_the_stages_or_are_null_with_the_reason():
     assert notes["score_bf16_vs_paper_loop"] == (
         "the scoring stage wrote score_bf16_vs_paper_loop as null"
     )
-    assert notes["ingest_long_2_vs_1_cores"] == (
-        "the ingest stage's script wrote no ratios.ingest_long_2_vs_1_cores"
-    )
+    assert notes["ingest_long_2_vs_1_cores"] == "the long stage was not run"
+    ratios, _ = bench_all.collect_ratios([StageResult("long", 9.0, LONG),
+                                          StageResult("training", 9.0, TRAIN)])  # fmt: skip
+    assert ratios["ingest_long_2_vs_1_cores"] == 1.5 and ratios["train_vs_bare_loop"] == 0.95
     ratios, notes = bench_all.collect_ratios([StageResult("model", 1.0, MODEL)])
     assert all(v is None for v in ratios.values())
     assert notes["archive_rate_large_vs_small"] == "the archive stage was not run"
