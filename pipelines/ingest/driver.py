@@ -184,7 +184,7 @@ def _segmented(
         )
     began = time.perf_counter()
     decode = ray.remote(segment_row).options(num_cpus=config.ffmpeg_threads)
-    join = ray.remote(join_row).options(num_cpus=1)
+    join = ray.remote(join_row).options(num_cpus=0)  # waits mostly: no slot of a segment
     joins: dict[Any, str] = {}
     for key, (first, windows) in pending.items():
         video = videos[key].to_json()
