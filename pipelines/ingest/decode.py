@@ -444,26 +444,30 @@ class FrameReader:
 
     def _window_args(self) -> list[str]:
         """The ffmpeg command line of a window: seek, keep the source's timestamps, and split
-        the decoded frames three ways: ``trim`` to the window, then scale, to the output; the
-        first frame and those from just before the window's end to the ``edge`` log; frames
-        whose timestamp does not increase on the last one's (or that have none) to the
-        ``order`` log. ffmpeg ends once ``trim`` has passed the window's end."""
+        the decoded frames two ways: ``trim`` to the window, then scale, to the output; and
+        one ``select`` that sends the first frame and those from just before the window's end
+        to the ``edge`` log, frames whose timestamp does not increase on the last one's (or
+        that have none) to the ``order`` log, and drops the rest. ffmpeg ends once ``trim``
+        has passed the window's end."""
         assert self.window is not None
         window, seek = self.window, self.window.seek_s(self._file_start_s())
         bounds = (("start", window.start_s), ("end", window.stop_s))
         trim = [f"{key}={cut_text(at)}" for key, at in bounds if at is not None]
-        kept = f"trim={':'.join(trim)}," if trim else ""
+        kept = [f"trim={':'.join(trim)}"] if trim else []
         if self.settings.size is not None:
             height, width = self.settings.size
-            kept += f"scale={width}:{height}:flags=bilinear,"
+            kept.append(f"scale={width}:{height}:flags=bilinear")
         edge = "eq(n\\,0)"
         if window.stop_s is not None:
             edge += f"+gte(t\\,{cut_text(window.stop_s - _EDGE_LEAD_S)})"
+        # one select, two outputs: 2 (order) for a timestamp that does not increase or is
+        # missing, else 1 (edge) for the first frame and those near the end, else dropped
+        pick = f"if(lte(pts\\,prev_pts)+isnan(pts)\\,2\\,gt({edge}\\,0))"
         graph = (
-            f"[0:v]split=3[win][edge][order];[win]{kept}null[out];"
-            f"[edge]select@{_EDGE}='{edge}',showinfo@{_EDGE}=checksum=0,nullsink;"
-            f"[order]select@{_ORDER}='lte(pts\\,prev_pts)+isnan(pts)',"
-            f"showinfo@{_ORDER}=checksum=0,nullsink"
+            f"[0:v]split=2[win][log];[win]{','.join(kept) or 'null'}[out];"
+            f"[log]select@log='{pick}':n=2[{_EDGE}][{_ORDER}];"
+            f"[{_EDGE}]showinfo@{_EDGE}=checksum=0,nullsink;"
+            f"[{_ORDER}]showinfo@{_ORDER}=checksum=0,nullsink"
         )
         settings = self.settings
         return [
