@@ -69,6 +69,13 @@ class ModelConfig:
     update_threshold: float = field(
         default=0.01, metadata=dict(help="test-time memory update when the weighted error is below")
     )
+    smooth: int = field(
+        default=1,
+        metadata=dict(
+            help="frames `mnad score` averages the abnormality over by default (a trailing "
+            "mean, no later frame read; 1: none, as the paper)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.task not in ("pred", "recon"):
@@ -79,6 +86,8 @@ class ModelConfig:
                 raise UserError(f"{name} must be a positive multiple of 8, not {value!r}")
         if self.channels not in (1, 3):
             raise UserError(f"channels must be 1 or 3, not {self.channels!r}")
+        if not isinstance(self.smooth, int) or self.smooth < 1:
+            raise UserError(f"smooth must be a whole number of frames >= 1, not {self.smooth!r}")
         if self.channel_order not in ("rgb", "bgr"):
             raise UserError(f"channel_order must be 'rgb' or 'bgr', not {self.channel_order!r}")
         if self.channel_order == "bgr" and self.channels != 3:
@@ -147,11 +156,14 @@ class Preset:
 
     def to_dict(self) -> dict[str, Any]:
         """The preset as plain values. ``channel_order`` is left out when it is the default
-        rgb, so the config (and a run's identity) of an RGB model reads as it did before the
-        field existed; a config without it loads as rgb."""
+        rgb, and ``smooth`` when it is 1, so the config (and a run's identity) of such a
+        model reads as it did before the field existed; a config without them loads as rgb
+        and 1."""
         model = dataclasses.asdict(self.model)
         if model["channel_order"] == "rgb":
             del model["channel_order"]
+        if model["smooth"] == 1:
+            del model["smooth"]
         return {"name": self.name, "model": model, "optim": dataclasses.asdict(self.optim)}
 
     @classmethod

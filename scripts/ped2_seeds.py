@@ -65,8 +65,8 @@ def main() -> None:
     parser.add_argument(
         "--smooth",
         type=int,
-        default=1,
-        help="also the AUCs of scores smoothed over this many frames (trailing mean)",
+        default=None,
+        help="score with this smoothing (frames of a trailing mean; default: the preset's)",
     )
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="preset fields to change"

@@ -70,8 +70,8 @@ def calibrate_videos(
     storage.delete_tree(out)  # parts of another model's calibration are not this one's
     config = ScoreConfig(
         data=data, model=model, out=out, split=split, videos=tuple(videos), report=False,
-        normalise="per-video", actors=actors, quiet=quiet,
-    )  # fmt: skip
+        normalise="per-video", smooth=1, actors=actors, quiet=quiet,
+    )  # fmt: skip  # the calibration keeps raw scores: a threshold is fitted per smoothing
     ref = tracking.find_model(model, tracking_uri)
     scored = score_videos(config, score_tasks(config), ref, tracking_uri, summary.dataset)
     failed = [r["error"] for r in scored.outcomes if r["status"] == FAILED]

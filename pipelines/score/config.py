@@ -48,9 +48,10 @@ class ScoreConfig:
         "share of normal frames over the events' threshold, chosen on the calibration footage",
         default=DEFAULT_FALSE_ALARM_RATE,
     )
-    smooth: int = option(
-        "frames the score is averaged over (a trailing mean: no later frame is read; 1: none)",
-        default=1,
+    smooth: int | None = option(
+        "frames the score is averaged over (a trailing mean: no later frame is read; 1: none; "
+        "default: the model's, from its preset)",
+        default=None,
     )
     merge_gap: float = option(
         "seconds between two runs over the threshold that still make one event", default=1.0
@@ -115,7 +116,7 @@ class ScoreConfig:
                 "false_alarm_rate",
                 f"--false-alarm-rate must be in [0, 1), not {self.false_alarm_rate}",
             )
-        if self.smooth < 1:
+        if self.smooth is not None and self.smooth < 1:
             raise OptionError("smooth", f"--smooth must be at least 1 frame, not {self.smooth}")
         if not self.merge_gap >= 0:
             raise OptionError("merge_gap", f"--merge-gap must be >= 0 s, not {self.merge_gap}")

@@ -131,6 +131,8 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     ref = tracking.find_model(config.model, uri)
     assert summary.shape is not None  # validate_data guarantees one frame size
     model, calibration = _driver_model(config, ref, uri, summary.shape)
+    if config.smooth is None:  # the model's own: its preset's smoothing
+        config = dataclasses.replace(config, smooth=model.smooth)
     normalise = _normalise(config, calibration)
     tasks = score_tasks(config, normalise, model.clip_length)
     _segments_note(config, normalise, tasks)

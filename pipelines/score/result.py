@@ -137,7 +137,8 @@ def completion(config: ScoreConfig) -> Completion:
                 f"{config.out} holds the scores of {result.model} ({result.memory}, "
                 f"{result.split}), not of {config.model} ({config.memory}, {config.split})"
             )
-        asked = (config.false_alarm_rate, config.smooth, config.merge_gap)
+        smooth = result.smooth if config.smooth is None else config.smooth  # None: the model's
+        asked = (config.false_alarm_rate, smooth, config.merge_gap)
         normalise_same = config.normalise in ("auto", result.normalise)
         if normalise_same and asked == (result.false_alarm_rate, result.smooth, result.merge_gap):
             return Completion.done(result, f"{config.out} holds the scores of {config.model}")

@@ -143,3 +143,23 @@ def test_scores_stay_a_dataset_and_a_rerun_with_other_smoothing_rewrites_them(
         assert meta[b"mnad.score"] == b"calibrated/3"
     assert again.frames == result.frames and again.metrics["frames_per_s"] == 0.0
     assert again.metrics["micro_auc"] == again.metrics["calibrated_smoothed_micro_auc"]
+
+
+def test_the_smoothing_is_the_models_unless_asked(calibrated, tmp_path) -> None:
+    from mnad.checkpoint import write_calibration
+
+    data, checkpoint, uri = calibrated
+    ckpt = load_checkpoint(checkpoint)
+    smoothing = tmp_path / "smoothing-model"  # the same weights, a preset that smooths 3
+    save_checkpoint(smoothing, ckpt.build_model(), ckpt.preset.replace(smooth=3))
+    write_calibration(smoothing, ckpt.calibration)
+    result, frames = _score(data, smoothing, uri, tmp_path / "default")
+    assert result.smooth == 3
+    for video in ("a_normal", "b_anomalous"):
+        rows = frames.filter(pa.compute.equal(frames.column("video_id"), video))
+        raw = rows.column("score_calibrated").to_numpy()
+        np.testing.assert_allclose(rows.column("score").to_numpy(), smooth(raw, 3))
+    assert result.metrics["micro_auc"] == result.metrics["calibrated_smoothed_micro_auc"]
+    asked, frames = _score(data, smoothing, uri, tmp_path / "asked", smooth=1)
+    assert asked.smooth == 1
+    assert frames.column("score").to_pylist() == frames.column("score_calibrated").to_pylist()
