@@ -17,7 +17,7 @@ to know how the files are laid out.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -127,6 +127,14 @@ class FrameShape(NamedTuple):
     def nbytes(self) -> int:
         """Bytes of one frame's pixels."""
         return self.height * self.width * self.channels
+
+
+SHARD_WRITE_OPTIONS: dict[str, Any] = {
+    "use_dictionary": ["dataset", "split", "video_id"],
+    "write_statistics": ["dataset", "split", "video_id", "frame_index", "label"],
+}
+"""``pq.ParquetWriter`` options of a shard (and of a segment's part): no dictionary and no
+statistics for the frames, whose values are each a frame's pixels."""
 
 
 def shard_schema(shape: FrameShape) -> pa.Schema:

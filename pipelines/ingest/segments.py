@@ -36,6 +36,7 @@ from pipelines.ingest.decode import DecodeError, FrameReader, Probe, Window
 from pipelines.ingest.layouts import VideoSource
 from pipelines.schema import (
     LABEL_UNKNOWN,
+    SHARD_WRITE_OPTIONS,
     FrameShape,
     frame_batch,
     frames_to_numpy,
@@ -130,7 +131,9 @@ def _decode_window(local: str, video: VideoSource, index: int, window: Window, p
                 shape = reader.shape
                 sink = out.enter_context(storage.atomic_output(uri))
                 writer = out.enter_context(
-                    pq.ParquetWriter(sink, shard_schema(shape), compression=codec)
+                    pq.ParquetWriter(
+                        sink, shard_schema(shape), compression=codec, **SHARD_WRITE_OPTIONS
+                    )
                 )
             n = len(pixels) // shape.nbytes
             batch = frame_batch(

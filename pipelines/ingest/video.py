@@ -39,6 +39,7 @@ from pipelines.schema import (
     LABEL_ANOMALOUS,
     LABEL_NORMAL,
     LABEL_UNKNOWN,
+    SHARD_WRITE_OPTIONS,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -48,14 +49,10 @@ from pipelines.schema import (
 )
 
 _HASH_BLOCK = 1 << 20
+
+
 # Pixels get neither dictionary encoding nor min/max statistics: both cost as much as the
 # compression and serve no reader.
-PARQUET_OPTIONS: dict[str, Any] = {
-    "use_dictionary": ["dataset", "split", "video_id"],
-    "write_statistics": ["dataset", "split", "video_id", "frame_index", "label"],
-}
-
-
 @dataclass(frozen=True)
 class IngestPlan:
     """Everything a task needs besides its video; built once by the driver."""
@@ -179,7 +176,7 @@ def write_frames(
     with (
         storage.atomic_output(uri) as sink,
         pq.ParquetWriter(
-            sink, shard_schema(shape), compression=plan.compression, **PARQUET_OPTIONS
+            sink, shard_schema(shape), compression=plan.compression, **SHARD_WRITE_OPTIONS
         ) as writer,
     ):
         for pixels in chunks:
