@@ -133,8 +133,9 @@ SHARD_WRITE_OPTIONS: dict[str, Any] = {
     "use_dictionary": ["dataset", "split", "video_id"],
     "write_statistics": ["dataset", "split", "video_id", "frame_index", "label"],
 }
-"""``pq.ParquetWriter`` options of a shard (and of a segment's part): no dictionary and no
-statistics for the frames, whose values are each a frame's pixels."""
+"""``pq.ParquetWriter`` options of a shard (and of a segment's part): pixels get neither
+dictionary encoding nor min/max statistics, which cost as much as the compression and serve
+no reader."""
 
 
 def shard_schema(shape: FrameShape) -> pa.Schema:

@@ -51,8 +51,6 @@ from pipelines.schema import (
 _HASH_BLOCK = 1 << 20
 
 
-# Pixels get neither dictionary encoding nor min/max statistics: both cost as much as the
-# compression and serve no reader.
 @dataclass(frozen=True)
 class IngestPlan:
     """Everything a task needs besides its video; built once by the driver."""
@@ -348,9 +346,10 @@ def segment_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
 def join_row(row: dict[str, Any], *, plan: IngestPlan) -> dict[str, Any]:
     """Ray task: one ``{"video", "content_hash", "segments"}`` item to the video's manifest
     row, ``segments`` being the ObjectRefs of its :func:`segment_row` tasks in index order.
-    Each is waited for in turn (a task blocked on ``ray.get`` lends its CPU back), so the
-    shard is written while later segments decode. A segment that failed, or whose task was
-    lost, fails the video; beside the row, :data:`SEGMENT_NODES` lists where they ran."""
+    Each is waited for in turn, so the shard is written while later segments decode (the
+    driver runs this task without a CPU slot: it waits most of the time). A segment that
+    failed, or whose task was lost, fails the video; beside the row, :data:`SEGMENT_NODES`
+    lists where they ran."""
     import ray
 
     video = VideoSource.from_json(row["video"])
