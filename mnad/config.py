@@ -231,8 +231,16 @@ PRESETS: dict[str, Preset] = {
     ),
     "small": Preset(
         "small",
-        ModelConfig(task="pred", height=96, width=96, channels=1, input_frames=4, width_mult=0.25),
-        OptimConfig(lr=2e-4, batch_size=8, epochs=10),
+        ModelConfig(
+            task="pred",
+            height=96,
+            width=96,
+            channels=1,
+            input_frames=4,
+            width_mult=0.25,
+            smooth=9,
+        ),
+        OptimConfig(lr=2e-4, batch_size=8, epochs=15),
     ),
 }
 
