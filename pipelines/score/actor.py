@@ -145,7 +145,7 @@ class VideoScorer:
         device: str = "cpu",
         precision: str = "fp32",
         normalise: str = "per-video",
-        smooth: int = 1,
+        smooth: int | None = 1,
     ):
         from pipelines.tracking import fetch_model
 
@@ -167,6 +167,8 @@ class VideoScorer:
         self.batch_size = batch_size
         self.lockstep = lockstep_scorer(self.model, device, reset_per_video, granularity,
                                         precision, batch_size)  # fmt: skip
+        if smooth is None:  # the model's own smoothing
+            smooth = self.preset.model.smooth
         self.score_choice = (normalise, smooth)  # what ``score`` is (the job's choice)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
