@@ -38,7 +38,8 @@ class TrainConfig:
         "DATA folder or URI written by `mnad ingest`", positional=True, path=True, execution=True
     )
     preset: str = option(
-        "model preset (paper-pred, paper-recon, small) or a preset JSON file", default="small"
+        "model preset (paper-pred, paper-recon, small, medium) or a preset JSON file",
+        default="small",
     )
     epochs: int | None = option("epochs (default: the preset's)", default=None, resume=True)
     batch_size: int | None = option(
