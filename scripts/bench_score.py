@@ -1,8 +1,8 @@
 """Scoring frames/s of the product against two baselines measured in the same run.
 
     .venv/bin/python scripts/bench_score.py [--preset small] [--frames 500] [--batch 32]
-        [--threads 2] [--rounds 3] [--threshold X] [--checkpoint CKPT] [--videos 8]
-        [--slots 8] [--ray] [--profile] [--json PATH]
+        [--threads 2] [--rounds 3] [--threshold X] [--checkpoint CKPT] [--videos 12]
+        [--slots 16] [--ray] [--profile] [--json PATH]
 
 Rows (every one over the same clips, in memory: the first ``--videos`` videos in sorted
 order, each cut to an equal share of ``--frames`` (``--videos 0``: whole videos until
@@ -75,6 +75,7 @@ from mnad.config import Preset, get_preset  # noqa: E402
 from mnad.lockstep import LockstepScorer  # noqa: E402
 from mnad.network import MNAD, build_model, inference_copy  # noqa: E402
 from mnad.streaming import FrameScores, StreamingScorer  # noqa: E402
+from pipelines.score.actor import lockstep_ahead, lockstep_slots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PED2 = ROOT.parent / "shared" / "datasets" / "ucsd_ped2"
@@ -165,7 +166,8 @@ def run_lockstep(
 ) -> FrameScores:
     """Per-video scoring as the actors do it: ``slots`` videos at once, each from the trained
     memory, handed over in runs of B clips; results in the order of the videos."""
-    scorer = LockstepScorer(model, slots=slots, ahead=min(batch, 16), **options)
+    ahead = lockstep_ahead("cpu", model.config, batch)
+    scorer = LockstepScorer(model, slots=slots, ahead=ahead, **options)
     runs = [
         (i, [(x[j : j + batch], y[j : j + batch]) for j in range(0, x.shape[0], batch)])
         for i, (x, y) in enumerate(videos)
@@ -343,10 +345,11 @@ def main() -> None:
     parser.add_argument(
         "--videos",
         type=int,
-        default=8,
-        help="videos, each an equal share of --frames (0: whole videos)",
+        default=12,
+        help="videos, each an equal share of --frames (0: whole videos; 12: Ped2's test split)",
     )
-    parser.add_argument("--slots", type=int, default=8, help="lockstep: videos at once")
+    parser.add_argument("--slots", type=int, default=lockstep_slots("cpu"),
+                        help="lockstep: videos at once (default: the actors' on CPUs)")  # fmt: skip
     parser.add_argument("--ray", action="store_true", help="also time the mnad score Ray job")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the scorer at the median threshold")  # fmt: skip

@@ -151,16 +151,19 @@ def lockstep_rates(model, videos: list[tuple], device: str, threshold=None) -> d
     import torch
 
     from mnad.lockstep import LockstepScorer
-    from pipelines.score.actor import LOCKSTEP_AHEAD, lockstep_slots
+    from pipelines.score.actor import lockstep_ahead, lockstep_slots
+    from pipelines.score.config import ScoreConfig
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     slots = min(lockstep_slots(device), len(videos))
+    batch = ScoreConfig.__dataclass_fields__["batch_size"].default  # mnad score's default
+    ahead = lockstep_ahead(device, model.config, batch)
     frames = sum(v[0].shape[0] for v in videos)
     out: dict[str, float] = {}
     for name, options in (("exact", {}), ("no_update", {"update": False}),
                           ("bf16", {"precision": "bf16"})):  # fmt: skip
         scorer = LockstepScorer(model, threshold=threshold, slots=slots,
-                                ahead=LOCKSTEP_AHEAD[kind], **options)  # fmt: skip
+                                ahead=ahead, **options)  # fmt: skip
         runs = [(i, [v]) for i, v in enumerate(videos)]
         for _ in range(2):  # the first is a warm-up
             if kind == "cuda":

@@ -282,20 +282,38 @@ class VideoScorer:
         return table.replace_schema_metadata({ITEMS_AFTER: items, SCORE_CHOICE: choice})
 
 
-LOCKSTEP_SLOTS = {"cpu": 8, "cuda": 64}
-"""Videos an actor scores at once in per-video mode, by device. On CPUs a batch of about 8
-frames takes most of what batching gives these convolutions (a few cores), and more slots
-would only make each video wait longer; a GPU needs dozens of frames per batch to be busy,
-and 64 videos' encoded clips (``LOCKSTEP_AHEAD``) fit an H100/H200-class GPU at 256x256."""
+LOCKSTEP_SLOTS = {"cpu": 16, "cuda": 64}
+"""Videos an actor scores at once in per-video mode, by device. On 2 CPU cores with the
+``small`` preset, bf16, a trained model's update rate, frames/s rose with the slots up to 16
+and fell past it (4: 179, 8: 203, 12: 210, 16: 228, 24: 213; docs/results.md): the decoder's
+batch is about that many frames. A GPU needs dozens of frames per batch to be busy, and 64
+videos' encoded clips (``LOCKSTEP_AHEAD``) fit an H100/H200-class GPU at 256x256."""
 
 LOCKSTEP_AHEAD = {"cpu": 16, "cuda": 8}
 """Clips of a video encoded at once (at most ``--batch-size``), by device: the encoder's
 batch is this times the videos that need clips, and the buffers hold slots x this."""
 
+LOCKSTEP_BUFFER_BYTES = {"cpu": 512 << 20, "cuda": 8 << 30}
+"""The most the buffered clips of an actor's slots may hold (their input frames and
+target), by device: at the paper's 256x256x3 this bounds ``ahead`` to 8 on CPUs."""
+
+
+def _kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
 
 def lockstep_slots(device: str) -> int:
     """How many videos one actor on ``device`` ("cpu", "cuda") scores at once."""
-    return LOCKSTEP_SLOTS["cuda" if device.startswith("cuda") else "cpu"]
+    return LOCKSTEP_SLOTS[_kind(device)]
+
+
+def lockstep_ahead(device: str, config: ModelConfig, batch_size: int) -> int:
+    """Clips of each video encoded at once: ``LOCKSTEP_AHEAD`` of ``device``, at most
+    ``batch_size``, and few enough that the slots' buffers fit ``LOCKSTEP_BUFFER_BYTES``."""
+    kind = _kind(device)
+    clip_bytes = 4 * config.channels * config.height * config.width * (config.input_frames + 1)
+    fits = LOCKSTEP_BUFFER_BYTES[kind] // (LOCKSTEP_SLOTS[kind] * clip_bytes)
+    return max(1, min(batch_size, LOCKSTEP_AHEAD[kind], fits))
 
 
 def lockstep_scorer(
@@ -307,11 +325,10 @@ def lockstep_scorer(
     per-batch update is not done in lockstep: those score one video at a time)."""
     if not reset_per_video or granularity != "frame":
         return None
-    kind = "cuda" if device.startswith("cuda") else "cpu"
     return LockstepScorer(
         model,
         slots=lockstep_slots(device),
-        ahead=max(1, min(batch_size, LOCKSTEP_AHEAD[kind])),
+        ahead=lockstep_ahead(device, model.config, batch_size),
         precision=precision,  # type: ignore[arg-type]
     )
 
@@ -354,6 +371,7 @@ __all__ = [
     "VideoScorer",
     "VideoTask",
     "batch_tasks",
+    "lockstep_ahead",
     "lockstep_slots",
     "video_inputs",
 ]

@@ -8,9 +8,19 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from mnad.checkpoint import save_checkpoint
-from mnad.config import ModelConfig, OptimConfig, Preset
+from mnad.config import ModelConfig, OptimConfig, Preset, get_preset
 from mnad.network import build_model
-from pipelines.score.actor import FAILED, OK, RESUMED, TOO_SHORT, VideoScorer
+from pipelines.score.actor import (
+    FAILED,
+    LOCKSTEP_AHEAD,
+    LOCKSTEP_BUFFER_BYTES,
+    LOCKSTEP_SLOTS,
+    OK,
+    RESUMED,
+    TOO_SHORT,
+    VideoScorer,
+    lockstep_ahead,
+)
 from pipelines.tracking import find_model
 from tests.conftest import write_tiny_data
 
@@ -72,3 +82,15 @@ def test_a_call_scores_its_videos_together_as_alone(tmp_path):
     np.testing.assert_allclose(redone.column("psnr").to_numpy(),
                                pq.read_table(tmp_path / "alone" / "a.parquet")
                                .column("psnr").to_numpy(), rtol=1e-5)  # fmt: skip
+
+
+def test_the_clips_buffered_ahead_fit_the_devices_budget():
+    small, paper = get_preset("small").model, get_preset("paper-pred").model
+    assert lockstep_ahead("cpu", small, 32) == LOCKSTEP_AHEAD["cpu"]
+    assert lockstep_ahead("cpu", small, 4) == 4  # never more than a batch
+    assert lockstep_ahead("cuda:0", paper, 32) == LOCKSTEP_AHEAD["cuda"]
+    ahead = lockstep_ahead("cpu", paper, 32)  # 256x256x3: 3.9 MB a clip and its target
+    clip = 4 * 3 * 256 * 256 * (paper.input_frames + 1)
+    assert 1 <= ahead < LOCKSTEP_AHEAD["cpu"]
+    assert LOCKSTEP_SLOTS["cpu"] * ahead * clip <= LOCKSTEP_BUFFER_BYTES["cpu"]
+    assert LOCKSTEP_SLOTS["cpu"] * (ahead + 1) * clip > LOCKSTEP_BUFFER_BYTES["cpu"]
