@@ -306,6 +306,12 @@ def _fit(job: _Job, clips: TrainingClips, progress: _Progress) -> ray.train.Resu
         events.shutdown()
 
 
+DRAIN_WAIT_S = 2.0
+"""How long the driver's wait for the next record lasts before it looks whether the fit has
+ended: each wait is a call to the queue's actor, which costs both processes CPU (at 0.5 s
+the queue's actor took 1.8 % of a core, against 0.85 % for an idle actor)."""
+
+
 def _drain(events: Any, finished: Callable[[], bool]) -> Iterator[dict[str, Any]]:
     """Records from the queue until ``finished()`` and the queue is empty."""
     from ray.util.queue import Empty
@@ -313,7 +319,7 @@ def _drain(events: Any, finished: Callable[[], bool]) -> Iterator[dict[str, Any]
     while True:
         done = finished()
         try:
-            yield events.get(timeout=0.5)
+            yield events.get(timeout=DRAIN_WAIT_S)
         except Empty:
             if done:
                 return
