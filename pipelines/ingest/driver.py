@@ -56,7 +56,6 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     previous = _previous_rows(config)
     rows: list[dict[str, Any]] = []
     nodes: set[str] = set()
-    pending: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
     def done(row: dict[str, Any]) -> None:
         nodes.add(str(row[NODE]))
@@ -74,16 +73,14 @@ def run_ingest(config: IngestConfig) -> IngestResult:
             {"video": v.to_json(), "previous": json.dumps(previous.get((v.split, v.video_id)))}
             for v in found.videos
         ]
+        by_key = {f"{v.split}/{v.video_id}": v for v in found.videos}
+        long = _Segmented(plan, config, nodes)
         for row in _map(items, ingest_row, plan, config.ffmpeg_threads):
-            if row[SEGMENTS]:
-                nodes.add(str(row[NODE]))
-                pending[f"{row['split']}/{row['video_id']}"] = (row, json.loads(row[SEGMENTS]))
+            if row[SEGMENTS]:  # its segments start now, beside the other videos' tasks
+                long.submit(row, json.loads(row[SEGMENTS]), by_key)
             else:
                 done(row)
-        tasks = len(items)
-        if pending:
-            by_key = {f"{v.split}/{v.video_id}": v for v in found.videos}
-            tasks += _segmented(pending, by_key, plan, config, done, nodes)
+        tasks = len(items) + long.wait(done)
     seconds = time.perf_counter() - start
     if not config.quiet:
         where = ", ".join(sorted(n[:12] for n in nodes))
@@ -160,53 +157,67 @@ def _previous_rows(config: IngestConfig) -> dict[tuple[str, str], dict]:
     return {(r["split"], r["video_id"]): r for r in _ingested(config.out) or []}
 
 
-def _segmented(
-    pending: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
-    videos: dict[str, VideoSource],
-    plan: IngestPlan,
-    config: IngestConfig,
-    done: Callable[[dict[str, Any]], None],
-    nodes: set[str],
-) -> int:
-    """Decode the segments of the long videos (one Ray task each) and join each video's
-    into its shard (one task per video, submitted with its segments: it writes each part
-    as soon as the segments before it are done); ``done`` gets their manifest rows. Plain
-    tasks rather than Ray Data jobs: the items are few and small, and a job's start-up
-    costs more than a segment's decode."""
-    import ray
+class _Segmented:
+    """The long videos: each one's segments decoded by Ray tasks (one each) and joined into
+    its shard by one task per video, submitted with its segments (it writes each part as
+    soon as the segments before it are done). A video's tasks start as soon as its ingest
+    task has cut it, while the other videos' ingest tasks still run. Plain tasks rather than
+    Ray Data jobs: the items are few and small, and a job's start-up costs more than a
+    segment's decode."""
 
-    count = sum(len(windows) for _, windows in pending.values())
-    if not config.quiet:
-        print(
-            f"mnad ingest: {len(pending)} video(s) longer than {config.segment_seconds:g} s "
-            f"in {count} segments, decoded in parallel",
-            flush=True,
-        )
-    began = time.perf_counter()
-    decode = ray.remote(segment_row).options(num_cpus=config.ffmpeg_threads)
-    join = ray.remote(join_row).options(num_cpus=0)  # waits mostly: no slot of a segment
-    joins: dict[Any, str] = {}
-    for key, (first, windows) in pending.items():
-        video = videos[key].to_json()
+    def __init__(self, plan: IngestPlan, config: IngestConfig, nodes: set[str]):
+        self.plan, self.config, self.nodes = plan, config, nodes
+        self.joins: dict[Any, tuple[VideoSource, dict[str, Any], list[dict[str, Any]]]] = {}
+        self.segments = 0
+        self.began = 0.0
+
+    def submit(
+        self, first: dict[str, Any], windows: list[dict[str, Any]], videos: dict[str, VideoSource]
+    ) -> None:
+        """Start the tasks of the video of ``first`` (its ingest task's row), cut into
+        ``windows``."""
+        import ray
+
+        if not self.joins:
+            self.began = time.perf_counter()
+        self.nodes.add(str(first[NODE]))
+        video = videos[f"{first['split']}/{first['video_id']}"]
+        if not self.config.quiet:
+            print(
+                f"mnad ingest: {video.path} is longer than {self.config.segment_seconds:g} s: "
+                f"{len(windows)} segments, decoded in parallel",
+                flush=True,
+            )
+        decode = ray.remote(segment_row).options(num_cpus=self.config.ffmpeg_threads)
+        join = ray.remote(join_row).options(num_cpus=0)  # waits mostly: no slot of a segment
+        text = video.to_json()
         refs = [
-            decode.remote({"video": video, "index": i, "window": json.dumps(w)}, plan=plan)
+            decode.remote({"video": text, "index": i, "window": json.dumps(w)}, plan=self.plan)
             for i, w in enumerate(windows)
         ]
-        item = {"video": video, "content_hash": first["content_hash"], "segments": refs}
-        joins[join.remote(item, plan=plan)] = key
-    while joins:
-        ready, _ = ray.wait(list(joins), num_returns=1)
-        key = joins.pop(ready[0])
-        row = _joined(ready[0], videos[key], pending[key], plan)
-        nodes.update(str(node) for node in row.get(SEGMENT_NODES, ()))
-        done(row)
-    if not config.quiet:
-        print(
-            f"mnad ingest: {count} segments decoded and joined into {len(pending)} "
-            f"shard(s) in {time.perf_counter() - began:.1f} s",
-            flush=True,
-        )
-    return count + len(pending)
+        item = {"video": text, "content_hash": first["content_hash"], "segments": refs}
+        self.joins[join.remote(item, plan=self.plan)] = (video, first, windows)
+        self.segments += len(windows)
+
+    def wait(self, done: Callable[[dict[str, Any]], None]) -> int:
+        """Hand each long video's manifest row to ``done`` as its join ends; the number of
+        tasks they ran."""
+        import ray
+
+        videos = len(self.joins)
+        while self.joins:
+            ready, _ = ray.wait(list(self.joins), num_returns=1)
+            video, first, windows = self.joins.pop(ready[0])
+            row = _joined(ready[0], video, (first, windows), self.plan)
+            self.nodes.update(str(node) for node in row.get(SEGMENT_NODES, ()))
+            done(row)
+        if videos and not self.config.quiet:
+            print(
+                f"mnad ingest: {self.segments} segments decoded and joined into {videos} "
+                f"shard(s) in {time.perf_counter() - self.began:.1f} s",
+                flush=True,
+            )
+        return self.segments + videos
 
 
 def _joined(

@@ -141,7 +141,9 @@ def test_ingest_splits_a_long_video_and_matches_one_pass(
     assert result.exit_status == 0, result.failed
     # 5 segments of 1 s, or twice as many as the cluster runs at once when that is fewer
     cut = min(5, 2 * int(ray.cluster_resources()["CPU"]))
-    assert f"1 video(s) longer than 1 s in {cut} segments" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{path} is longer than 1 s: {cut} segments, decoded in parallel" in printed
+    assert f"{cut} segments decoded and joined into 1 shard(s)" in printed
     rows = {r["video_id"]: r for r in read_manifest(str(tmp_path / "out")).to_pylist()}
     assert len(rows) == 2 and rows["short"]["frames"] == 8
     stem = name.split(".")[0]
