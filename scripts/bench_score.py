@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_score.py [--preset small] [--frames 500] [--batch 32]
         [--threads 2] [--rounds 3] [--threshold X] [--checkpoint CKPT] [--videos 12]
-        [--slots 16] [--ray] [--profile] [--json PATH]
+        [--slots 12] [--ray] [--profile] [--json PATH]
 
 Rows (every one over the same clips, in memory: the first ``--videos`` videos in sorted
 order, each cut to an equal share of ``--frames`` (``--videos 0``: whole videos until

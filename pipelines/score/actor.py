@@ -282,12 +282,13 @@ class VideoScorer:
         return table.replace_schema_metadata({ITEMS_AFTER: items, SCORE_CHOICE: choice})
 
 
-LOCKSTEP_SLOTS = {"cpu": 16, "cuda": 64}
-"""Videos an actor scores at once in per-video mode, by device. On 2 CPU cores with the
-``small`` preset, bf16, a trained model's update rate, frames/s rose with the slots up to 16
-and fell past it (4: 179, 8: 203, 12: 210, 16: 228, 24: 213; docs/results.md): the decoder's
-batch is about that many frames. A GPU needs dozens of frames per batch to be busy, and 64
-videos' encoded clips (``LOCKSTEP_AHEAD``) fit an H100/H200-class GPU at 256x256."""
+LOCKSTEP_SLOTS = {"cpu": 12, "cuda": 64}
+"""Videos an actor scores at once in per-video mode, by device: the decoder's batch is about
+that many frames. On 2 CPU cores (``small``, bf16, 80 % of frames updating, Ped2's test
+videos cut in 24, quiet) frames/s was 235 / 248 / 253 / 231 / 208 with 4 / 8 / 12 / 16 / 24
+slots: 8 to 12 are within the machine's noise, and more spill the buffers out of cache
+(docs/results.md). A GPU needs dozens of frames per batch to be busy, and 64 videos'
+encoded clips (``LOCKSTEP_AHEAD``) fit an H100/H200-class GPU at 256x256."""
 
 LOCKSTEP_AHEAD = {"cpu": 16, "cuda": 8}
 """Clips of a video encoded at once (at most ``--batch-size``), by device: the encoder's
